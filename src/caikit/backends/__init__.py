@@ -1,0 +1,88 @@
+"""The generation backend protocol every stage uses, and the registry of backends.
+
+A prompt is either a chat conversation (a list of `{"role", "content"}` dicts, rendered with the
+model's chat template; a final assistant message is continued, not closed) or a plain string used
+verbatim. A backend does two things:
+
+- `generate(prompts, params, on_batch=None) -> list[str]`: `params.n` samples per prompt, flat and
+  prompt-major (`out[i * n + j]` is sample j of prompt i). `on_batch(indices, samples)` is called as
+  each internal batch finishes, so stages can write results incrementally.
+- `score_choices(prompts, choices) -> list[list[float]]`: the summed log-probability of each choice
+  continuation (e.g. " (A)" and " (B)") after each prompt, by prefill only. `choices` is one list
+  shared by every prompt or one list per prompt.
+
+Stages receive a backend; they never build one. `build(...)` is for the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Protocol, Sequence, Union
+
+from caikit.errors import CaikitError
+
+Message = dict
+Prompt = Union[str, list]
+OnBatch = Callable[[list, list], None]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 256
+    temperature: float = 0.7  # 0 means greedy decoding
+    top_p: float = 0.95
+    n: int = 1
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise CaikitError(f"--max-new-tokens {self.max_new_tokens}: must be at least 1")
+        if self.temperature < 0:
+            raise CaikitError(f"--temperature {self.temperature}: must be 0 (greedy) or positive")
+        if not 0 < self.top_p <= 1:
+            raise CaikitError(f"--top-p {self.top_p}: must be in (0, 1]")
+        if self.n < 1:
+            raise CaikitError(f"n={self.n}: need at least one sample per prompt")
+        if self.n > 1 and self.temperature == 0:
+            raise CaikitError("several samples per prompt need --temperature > 0 (greedy gives identical samples)")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+class Backend(Protocol):
+    name: str  # registry name, e.g. "transformers"
+    model: str  # the model spec it was built from
+    batch_size: int
+    generated_tokens: int  # running count, for throughput reports
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams, on_batch: OnBatch | None = None
+    ) -> list[str]: ...
+
+    def score_choices(
+        self, prompts: Sequence[Prompt], choices: Sequence[str] | Sequence[Sequence[str]]
+    ) -> list[list[float]]: ...
+
+
+def _transformers(model, **options):
+    from caikit.backends.hf import TransformersBackend
+
+    return TransformersBackend.load(model, **options)
+
+
+def _vllm(model, **options):
+    raise CaikitError("--backend vllm: not available yet in this version of caikit; use --backend transformers")
+
+
+BACKENDS = {"transformers": _transformers, "vllm": _vllm}
+
+
+def build(name: str, model: str, **options) -> Backend:
+    """Build the backend `name` for model spec `model` (options: dtype, device, batch_size, chat_template)."""
+    if name not in BACKENDS:
+        raise CaikitError(f"--backend {name}: unknown backend; choose one of {', '.join(BACKENDS)}")
+    return BACKENDS[name](model, **options)

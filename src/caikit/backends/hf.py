@@ -1,0 +1,178 @@
+"""The transformers backend: batched generation and choice scoring with a Hugging Face causal LM.
+
+Batches are formed after sorting prompts by token length (longest first, so memory trouble shows up
+at once), left-padded, and run under `torch.inference_mode()`. Sampling is seeded per batch with
+`seed + batch number`, so a run is repeatable for the same prompts, seed and batch size.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from caikit import models
+from caikit.backends import OnBatch, Prompt, SamplingParams
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, loaded: models.LoadedModel, batch_size: int = 16):
+        self.loaded = loaded
+        self.model = loaded.spec
+        self.batch_size = batch_size
+        self.generated_tokens = 0
+        self._hf = loaded.model
+        self._tok = loaded.tokenizer
+        eos = self._hf.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        self._eos = {t for t in eos + [self._tok.eos_token_id] if t is not None}
+        # transformers renamed `past_key_values` to `cache` in 5.x; speak whichever this version knows.
+        forward = inspect.signature(self._hf.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in forward else "past_key_values"
+
+    @classmethod
+    def load(
+        cls,
+        model: str = models.DEFAULT_MODEL,
+        *,
+        dtype: str = "auto",
+        device: str = "auto",
+        batch_size: int = 16,
+        chat_template: Path | None = None,
+    ) -> "TransformersBackend":
+        return cls(models.load(model, dtype=dtype, device=device, chat_template=chat_template), batch_size)
+
+    # -- prompts -> token ids -------------------------------------------------------------------
+
+    def render(self, prompt: Prompt) -> str:
+        """The text the model sees for `prompt` (chat template applied to conversations)."""
+        if isinstance(prompt, str):
+            return prompt
+        continue_final = bool(prompt) and prompt[-1].get("role") == "assistant"
+        return self._tok.apply_chat_template(
+            prompt,
+            tokenize=False,
+            add_generation_prompt=not continue_final,
+            continue_final_message=continue_final,
+        )
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        # Chat templates already hold their special tokens; plain strings get the tokenizer's (e.g. BOS).
+        return self._tok(self.render(prompt), add_special_tokens=isinstance(prompt, str))["input_ids"]
+
+    def _batches(self, encoded: list[list[int]]):
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def _left_padded(self, rows: list[list[int]]):
+        width = max(len(r) for r in rows)
+        pad = self._tok.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        return ids.to(self.loaded.device), mask.to(self.loaded.device)
+
+    # -- generation -----------------------------------------------------------------------------
+
+    def generate(
+        self, prompts: Sequence[Prompt], params: SamplingParams, on_batch: OnBatch | None = None
+    ) -> list[str]:
+        encoded = [self.encode(p) for p in prompts]
+        out: list[str] = [""] * (len(prompts) * params.n)
+        sampling = params.temperature > 0
+        for number, indices in enumerate(self._batches(encoded)):
+            ids, mask = self._left_padded([encoded[i] for i in indices])
+            torch.manual_seed(params.seed + number)
+            options = dict(
+                max_new_tokens=params.max_new_tokens,
+                do_sample=sampling,
+                num_return_sequences=params.n,
+                pad_token_id=self._tok.pad_token_id,
+            )
+            if sampling:
+                options.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+            else:
+                options.update(temperature=None, top_p=None, top_k=None)
+            if params.stop:
+                options.update(stop_strings=list(params.stop), tokenizer=self._tok)
+            with torch.inference_mode():
+                tokens = self._hf.generate(input_ids=ids, attention_mask=mask, **options)
+            new = tokens[:, ids.shape[1] :].tolist()
+            samples = [self._finish(row, params.stop) for row in new]
+            for k, i in enumerate(indices):
+                out[i * params.n : (i + 1) * params.n] = samples[k * params.n : (k + 1) * params.n]
+            if on_batch is not None:
+                on_batch(indices, [samples[k * params.n : (k + 1) * params.n] for k in range(len(indices))])
+        return out
+
+    def _finish(self, row: list[int], stop: Sequence[str]) -> str:
+        """Cut a generated row at its end-of-sequence token and at the first stop string."""
+        end = next((k for k, t in enumerate(row) if t in self._eos), len(row))
+        self.generated_tokens += min(end + 1, len(row))
+        text = self._tok.decode(row[:end], skip_special_tokens=True)
+        for s in stop:
+            cut = text.find(s)
+            if cut != -1:
+                text = text[:cut]
+        return text.strip()
+
+    # -- scoring --------------------------------------------------------------------------------
+
+    def score_choices(
+        self, prompts: Sequence[Prompt], choices: Sequence[str] | Sequence[Sequence[str]]
+    ) -> list[list[float]]:
+        """Summed log-probability of each choice's tokens after its prompt.
+
+        Each prompt is prefilled once; its KV cache is repeated for its choices, which run in one
+        more forward pass. Choices are tokenized on their own (no special tokens), so write them with
+        their leading space (" (A)"), as they would follow the prompt.
+        """
+        per_prompt = [list(choices)] * len(prompts) if choices and isinstance(choices[0], str) else choices
+        if len(per_prompt) != len(prompts):
+            raise ValueError("score_choices: need one list of choices per prompt")
+        encoded = [self.encode(p) for p in prompts]
+        choice_ids = [[self._tok(c, add_special_tokens=False)["input_ids"] for c in cs] for cs in per_prompt]
+        scores: list[list[float]] = [[] for _ in prompts]
+        for indices in self._batches(encoded):
+            for i, row in zip(indices, self._score_batch([encoded[i] for i in indices], [choice_ids[i] for i in indices])):
+                scores[i] = row
+        return scores
+
+    def _score_batch(self, prompts: list[list[int]], choices: list[list[list[int]]]) -> list[list[float]]:
+        device = self.loaded.device
+        ids, mask = self._left_padded(prompts)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            first = self._hf(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+            # One continuation row per (prompt, choice); the cache is repeated to match.
+            owner = [b for b, cs in enumerate(choices) for _ in cs]
+            flat = [c for cs in choices for c in cs]
+            if any(len(c) == 0 for c in flat):
+                raise ValueError("score_choices: a choice is empty after tokenization")
+            width = max(len(c) for c in flat)
+            pad = self._tok.pad_token_id
+            cont = torch.tensor([c + [pad] * (width - len(c)) for c in flat], device=device)
+            cont_mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in flat], device=device)
+            index = torch.tensor(owner, device=device)
+            cache = first.cache if hasattr(first, "cache") else first.past_key_values
+            cache.reorder_cache(index)
+            start = mask.sum(-1)[index].unsqueeze(1)
+            logits = self._hf(
+                input_ids=cont,
+                attention_mask=torch.cat([mask[index], cont_mask], dim=1),
+                position_ids=start + torch.arange(width, device=device),
+                use_cache=True,
+                **{self._cache_kwarg: cache},
+            ).logits
+            # Token j of a choice is predicted by the prompt's last position (j = 0) or choice position j-1.
+            predicting = torch.cat([first.logits[index, -1:, :], logits[:, :-1, :]], dim=1).float()
+            logp = predicting.log_softmax(-1).gather(-1, cont.unsqueeze(-1)).squeeze(-1)
+            totals = (logp * cont_mask).sum(-1).tolist()
+        out: list[list[float]] = [[] for _ in prompts]
+        for b, total in zip(owner, totals):
+            out[b].append(total)
+        return out

@@ -1,0 +1,225 @@
+"""The `caikit` command line: each subcommand parses its options and calls one stage function.
+
+Conventions shared by every command: `-i/--input` and `-o/--output` default to `-` (stdin/stdout);
+data goes to stdout, progress and logs to stderr; bad input exits 2 with one line naming the file
+and line or the option at fault; set CAIKIT_DEBUG=1 to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from caikit import __version__
+from caikit.errors import CaikitError
+
+app = typer.Typer(
+    name="caikit",
+    help="Constitutional AI from the command line: red-team -> revise -> sft -> label -> train-pm -> rlaif -> eval.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# -- options shared by the stages (the same flag means the same thing everywhere) -------------------
+Input = Annotated[str, typer.Option("-i", "--input", help="Input file; - reads stdin.")]
+Output = Annotated[str, typer.Option("-o", "--output", help="Output JSONL file; - writes stdout.")]
+Model = Annotated[str, typer.Option("--model", help="Built-in name, local HF model dir, .gguf file or hub id.")]
+Backend = Annotated[str, typer.Option("--backend", help="Generation backend: transformers (CPU/GPU) or vllm (GPU).")]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16 (auto: bf16 on GPU, fp32 on CPU).")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per forward batch.")]
+ChatTemplate = Annotated[
+    Optional[Path], typer.Option("--chat-template", help="Jinja chat template for a model that lacks one.")
+]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed and batch size repeat a run.")]
+Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N input records.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run: skip ids already written.")]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar, logs or summary on stderr.")]
+MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Most tokens generated per response.")]
+Temperature = Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature; 0 is greedy.")]
+TopP = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")]
+
+
+def command(name: str | None = None, **settings):
+    """Register a command whose CaikitErrors become one stderr line and exit code 2."""
+
+    def register(func):
+        @functools.wraps(func)
+        def run(*args, **kwargs):
+            from caikit.console import stderr
+
+            try:
+                return func(*args, **kwargs)
+            except CaikitError as err:
+                stderr().print(f"caikit {name or func.__name__}: error: {err}", markup=False, highlight=False, soft_wrap=True)
+                raise typer.Exit(err.exit_code) from None
+            except BrokenPipeError:  # `caikit ... | head`: the reader left; not an error
+                sys.stderr.close()
+                raise typer.Exit(0) from None
+            except KeyboardInterrupt:
+                raise typer.Exit(130) from None
+            except Exception as err:
+                if os.environ.get("CAIKIT_DEBUG"):
+                    raise
+                message = f"caikit {name or func.__name__}: failed: {type(err).__name__}: {err}".splitlines()[0]
+                stderr().print(message + " (CAIKIT_DEBUG=1 shows the traceback)", markup=False, highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
+
+        return app.command(name, **settings)(run)
+
+    return register
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"caikit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+):
+    """Constitutional AI (Bai et al. 2022) as composable stages that exchange JSONL."""
+
+
+@command()
+def redteam(
+    input: Input = "-",
+    output: Output = "-",
+    format: Annotated[str, typer.Option("--format", help="auto, jsonl, csv, txt or hh (hh-rlhf transcripts).")] = "auto",
+    prompt_field: Annotated[str, typer.Option("--prompt-field", help="CSV column holding the prompt.")] = "prompt",
+    keep_history: Annotated[
+        bool, typer.Option("--keep-history", help="hh-rlhf: keep the conversation up to the last human turn.")
+    ] = False,
+    synthesize: Annotated[
+        int, typer.Option("--synthesize", min=0, help="Write N new red-team prompts few-shot instead of answering.")
+    ] = 0,
+    shots: Annotated[int, typer.Option("--shots", min=1, help="Examples per few-shot prompt for --synthesize.")] = 6,
+    model: Model = "smollm2-135m-instruct",
+    backend: Backend = "transformers",
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    chat_template: ChatTemplate = None,
+    batch_size: BatchSize = 16,
+    max_new_tokens: MaxNewTokens = 256,
+    temperature: Temperature = 0.7,
+    top_p: TopP = 0.95,
+    seed: Seed = 0,
+    limit: Limit = None,
+    resume: Resume = False,
+    quiet: Quiet = False,
+):
+    """Answer red-team prompts with the initial (helpful-only) model.
+
+    Reads prompts (JSONL `prompt`/`messages`, CSV, plain text or hh-rlhf transcripts) and writes one
+    JSONL record per prompt in TRL's conversational prompt-completion format, with a stable `id` and
+    a `caikit` provenance field.
+
+    Example: caikit redteam -i examples/prompts/redteam.jsonl -o runs/redteam.jsonl
+
+    With --synthesize N it writes N new prompts instead, few-shot from the input prompts, as
+    `{id, prompt}` records that redteam itself accepts: caikit redteam -i seeds.jsonl --synthesize 100
+    """
+    from caikit import backends, console, inputs, redteam as stage
+    from caikit.outputs import JsonlWriter
+
+    console.setup_logging(quiet)
+    params = backends.SamplingParams(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+    )
+    records = inputs.read_prompts(input, format, prompt_field=prompt_field, keep_history=keep_history)
+    records = records[:limit] if limit else records
+    timer = console.Timer()
+    with JsonlWriter(output, resume=resume) as out:
+        todo = [r for r in records if r["id"] not in out.done]
+        wanted = max(synthesize - len(out.done), 0) if synthesize else len(todo)
+        if wanted:
+            engine = backends.build(
+                backend, model, dtype=dtype, device=device, batch_size=batch_size, chat_template=chat_template
+            )
+            with console.progress("synthesizing" if synthesize else "answering", wanted, quiet) as advance:
+                if synthesize:
+                    made = stage.synthesize(
+                        records, engine, wanted, params, shots=shots, skip_ids=frozenset(out.done), advance=advance
+                    )
+                else:
+                    made = stage.answer(todo, engine, params, advance)
+                for record in made:
+                    out.write(record)
+    if not quiet:
+        tokens = engine.generated_tokens if wanted else 0
+        rate = tokens / timer.seconds if timer.seconds else 0.0
+        where = "stdout" if output == "-" else output
+        resumed = f" ({len(out.done)} resumed)" if out.done else ""
+        console.stderr().print(
+            f"redteam: {out.count} records{resumed} -> {where}; {tokens} tokens in {timer.seconds:.1f} s ({rate:.1f} tok/s)",
+            markup=False,
+            highlight=False,
+        )
+        if synthesize and out.count < wanted:
+            console.stderr().print(f"redteam: only {out.count} of {wanted} synthesized prompts were new and usable")
+
+
+def _later(name: str, issue: int, doc: str):
+    """A stage that a later issue implements: real help text, and an honest exit 2."""
+
+    def stage():
+        raise CaikitError(f"not implemented yet in caikit {__version__} (tracked in issue #{issue})")
+
+    stage.__doc__ = doc
+    stage.__name__ = name.replace("-", "_")
+    command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(stage)
+
+
+_later(
+    "revise",
+    3,
+    """N rounds of critique -> revision of redteam answers, a constitution principle sampled per round.
+
+    Produces the SL-CAI training data: each record's completion becomes the final revision, with the
+    critiques and revisions of every round kept in `revisions`.
+    """,
+)
+_later(
+    "sft",
+    4,
+    """Supervised fine-tuning on the revisions (plus helpfulness data) with TRL's SFTTrainer (SL-CAI).""",
+)
+_later(
+    "label",
+    5,
+    """AI feedback: a feedback model picks (A) or (B) under a comparison principle; soft labels from log-probs.""",
+)
+_later(
+    "train-pm",
+    6,
+    """Train a preference model on soft AI labels and human comparisons with TRL's RewardTrainer.""",
+)
+_later(
+    "rlaif",
+    7,
+    """Reinforcement learning from AI feedback against the preference model with a KL penalty (TRL RLOO/GRPO).""",
+)
+_later(
+    "eval",
+    8,
+    """Harmlessness, helpfulness and over-refusal, Elo across models, HHH multiple-choice accuracy, plots.""",
+)
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()

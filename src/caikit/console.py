@@ -1,0 +1,68 @@
+"""stderr for people: logging, progress bars and summaries (stdout carries data only)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+def stderr() -> Console:
+    return Console(stderr=True)
+
+
+def setup_logging(quiet: bool) -> None:
+    """caikit logs to stderr; the libraries' own chatter (progress bars, advice) is turned down."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    handler = RichHandler(console=stderr(), show_time=False, show_path=False, markup=False)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler], force=True, format="%(message)s")
+    for noisy in ("transformers", "huggingface_hub", "datasets", "accelerate", "filelock", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+@contextmanager
+def progress(description: str, total: int, quiet: bool = False):
+    """Yield `advance(n)`; draws a bar with ETA on stderr when it is a terminal."""
+    console = stderr()
+    if quiet or not console.is_terminal:
+        yield lambda n: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+class Timer:
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start

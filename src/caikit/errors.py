@@ -1,0 +1,15 @@
+"""The one error type caikit raises for bad input; the CLI turns it into one line and exit code 2."""
+
+
+class CaikitError(Exception):
+    """Bad input or bad usage. The message is a single line that says what is wrong and where."""
+
+    exit_code = 2
+
+
+def located(path, line: int | None, reason: str) -> CaikitError:
+    """An error pointing at `path:line` (stdin is shown as `<stdin>`)."""
+    where = "<stdin>" if str(path) == "-" else str(path)
+    if line is not None:
+        where = f"{where}:{line}"
+    return CaikitError(f"{where}: {reason}")

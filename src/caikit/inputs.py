@@ -1,0 +1,195 @@
+"""Reading prompts from the files people have: JSONL, CSV, plain text and hh-rlhf transcripts.
+
+Every reader returns a list of `{"id", "prompt": [messages...], ...extra fields}` records, one per
+distinct prompt. Problems are reported as `FILE:LINE: reason` (a CaikitError), before any output
+is written.
+
+Formats (`auto` picks by extension; stdin is sniffed: `{` means JSONL, anything else text):
+- jsonl: `{"prompt": "..."}`, `{"prompt": [messages]}`, `{"messages": [messages]}`, or an hh-rlhf
+  record `{"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ..."}`; a `prompt` string written as a
+  transcript is read as one too. `.gz` files are read transparently.
+- csv: one prompt per row, in the column `--prompt-field` (default `prompt`).
+- txt: one prompt per non-blank line.
+- hh: JSONL whose `prompt`, `chosen` or `text` field must be an hh-rlhf transcript.
+A transcript gives its first human turn, or with `keep_history` the whole conversation up to and
+including the last human turn.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+import sys
+from pathlib import Path
+
+from caikit.errors import CaikitError, located
+from caikit.records import prompt_id
+
+FORMATS = ("auto", "jsonl", "csv", "txt", "hh")
+ROLES = ("system", "user", "assistant")
+_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "txt"}
+_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
+# Fields of an input record that describe the prompt or an earlier stage; the rest pass through.
+_CONSUMED = {"id", "prompt", "messages", "chosen", "rejected", "text", "completion", "caikit"}
+
+
+def read_bytes(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CaikitError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CaikitError(f"{path}: is a directory, not a file") from None
+    except OSError as err:
+        raise CaikitError(f"{path}: cannot read ({err.strerror})") from None
+    if path.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as err:
+            raise CaikitError(f"{path}: not a valid gzip file ({err})") from None
+    return data
+
+
+def decode(path: str, data: bytes) -> str:
+    """UTF-8 text (a leading BOM is dropped); bad bytes are reported with their line number."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise located(path, line, f"not valid UTF-8 (byte 0x{data[err.start]:02x}); convert the file to UTF-8") from None
+    return text.removeprefix("\ufeff")
+
+
+def detect_format(path: str, text: str, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise CaikitError(f"--format {fmt}: unknown format; choose one of {', '.join(FORMATS)}")
+    if fmt != "auto":
+        return fmt
+    if path == "-":
+        return "jsonl" if text.lstrip().startswith("{") else "txt"
+    suffix = Path(path.removesuffix(".gz")).suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise CaikitError(f"{path}: cannot tell the format from the extension; pass --format jsonl, csv, txt or hh")
+    return _SUFFIXES[suffix]
+
+
+def jsonl_rows(path: str, text: str):
+    """(line number, object) for each non-blank line of JSONL text."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise located(path, number, f"invalid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(row, dict):
+            raise located(path, number, f"expected a JSON object, got {type(row).__name__}")
+        yield number, row
+
+
+def read_jsonl(path: str, *, strict: bool = True) -> list[tuple[int, dict]]:
+    """All records of a JSONL file (or `-`), with their line numbers."""
+    data = read_bytes(path)
+    rows = list(jsonl_rows(path, decode(path, data)))
+    if strict and not rows:
+        raise CaikitError(f"{'<stdin>' if path == '-' else path}: no records (the input is empty)")
+    return rows
+
+
+def parse_transcript(text: str, keep_history: bool = False) -> list[dict] | None:
+    """An hh-rlhf transcript as messages: its first human turn, or all turns up to the last human one."""
+    parts = _TURN.split(text)
+    if len(parts) < 3 or parts[0].strip():
+        return None
+    turns = [
+        {"role": "user" if speaker == "Human" else "assistant", "content": content.strip()}
+        for speaker, content in zip(parts[1::2], parts[2::2])
+    ]
+    users = [k for k, t in enumerate(turns) if t["role"] == "user"]
+    if not users or not turns[users[0]]["content"]:
+        return None
+    return turns[: users[-1] + 1] if keep_history else [turns[users[0]]]
+
+
+def looks_like_transcript(text: str) -> bool:
+    return text.lstrip("\n").startswith("Human:") and "\n\nAssistant:" in text
+
+
+def check_messages(messages, where: tuple[str, int]) -> list[dict]:
+    """Validate a conversation and drop trailing assistant turns (the prompt ends with the user)."""
+    if not isinstance(messages, list) or not messages:
+        raise located(*where, "a conversation must be a non-empty list of {role, content} messages")
+    for k, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise located(*where, f"message {k} must be {{\"role\": system|user|assistant, \"content\": string}}")
+    while messages and messages[-1]["role"] == "assistant":
+        messages = messages[:-1]
+    if not any(m["role"] == "user" for m in messages) or not messages[-1]["content"].strip():
+        raise located(*where, "the conversation has no user turn to answer")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def prompt_of(row: dict, where: tuple[str, int], *, hh: bool = False, keep_history: bool = False) -> list[dict]:
+    """The prompt conversation of one JSONL record."""
+    for key in ("prompt", "chosen", "text") if hh else ("prompt", "messages", "chosen"):
+        value = row.get(key)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            return check_messages(value, where)
+        if not isinstance(value, str):
+            raise located(*where, f"'{key}' must be a string or a list of messages")
+        if hh or key == "chosen" or looks_like_transcript(value):
+            messages = parse_transcript(value, keep_history)
+            if messages is None:
+                raise located(*where, f"'{key}' is not an hh-rlhf transcript (\"\\n\\nHuman: ...\\n\\nAssistant: ...\")")
+            return messages
+        if not value.strip():
+            raise located(*where, f"'{key}' is empty")
+        return [{"role": "user", "content": value.strip()}]
+    wanted = "'prompt', 'chosen' or 'text' transcript" if hh else "'prompt' string or conversation, 'messages', or an hh-rlhf 'chosen'"
+    raise located(*where, f"no usable prompt: expected a {wanted} field")
+
+
+def read_prompts(
+    path: str, fmt: str = "auto", *, prompt_field: str = "prompt", keep_history: bool = False
+) -> list[dict]:
+    """Distinct prompts of a file (or `-`) as `{"id", "prompt", ...}` records, in file order."""
+    if fmt not in FORMATS:
+        raise CaikitError(f"--format {fmt}: unknown format; choose one of {', '.join(FORMATS)}")
+    text = decode(path, read_bytes(path))
+    fmt = detect_format(path, text, fmt)
+    records = []
+    if fmt in ("jsonl", "hh"):
+        for number, row in jsonl_rows(path, text):
+            prompt = prompt_of(row, (path, number), hh=fmt == "hh", keep_history=keep_history)
+            extra = {k: v for k, v in row.items() if k not in _CONSUMED}
+            records.append({"id": prompt_id(prompt), "prompt": prompt, **extra})
+    elif fmt == "csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if reader.fieldnames is None:
+            raise CaikitError(f"{path}: no records (the input is empty)")
+        if prompt_field not in reader.fieldnames:
+            columns = ", ".join(reader.fieldnames)
+            raise located(path, 1, f"no column '{prompt_field}' (columns: {columns}); choose one with --prompt-field")
+        for row in reader:
+            value = (row.get(prompt_field) or "").strip()
+            if not value:
+                raise located(path, reader.line_num, f"empty '{prompt_field}' cell")
+            prompt = [{"role": "user", "content": value}]
+            extra = {k: v for k, v in row.items() if k != prompt_field and k is not None and k not in _CONSUMED}
+            records.append({"id": prompt_id(prompt), "prompt": prompt, **extra})
+    else:
+        for line in text.splitlines():
+            if line.strip():
+                prompt = [{"role": "user", "content": line.strip()}]
+                records.append({"id": prompt_id(prompt), "prompt": prompt})
+    if not records:
+        raise CaikitError(f"{'<stdin>' if path == '-' else path}: no prompts found (the input is empty)")
+    seen: set[str] = set()
+    return [r for r in records if not (r["id"] in seen or seen.add(r["id"]))]

@@ -1,0 +1,104 @@
+"""Writing JSONL records: to stdout line by line, or to a file that only appears when complete.
+
+A file output is written to `FILE.partial`, one flushed line per record, and renamed to `FILE` when
+the stage finishes. A crash or Ctrl-C leaves `FILE.partial` holding only whole records; `--resume`
+picks it up (or a finished `FILE`) and skips the ids it already holds. A Makefile target therefore
+never sees a half-written file under its real name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from caikit.errors import CaikitError, located
+
+log = logging.getLogger(__name__)
+
+
+def partial_path(path: str) -> Path:
+    return Path(path + ".partial")
+
+
+def _whole_lines(path: Path) -> None:
+    """Cut a torn last line (from a kill mid-write) off a partial file."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def done_ids(path: Path) -> set[str]:
+    ids = set()
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                ids.add(json.loads(line)["id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise located(path, number, "cannot resume: not a caikit record with an 'id'") from None
+    return ids
+
+
+class JsonlWriter:
+    """`with JsonlWriter(path, resume=...) as out: out.write(record)`; `out.done` holds resumed ids."""
+
+    def __init__(self, path: str, *, resume: bool = False):
+        self.path = path
+        self.done: set[str] = set()
+        self.count = 0
+        self._file = None
+        if path == "-":
+            if resume:
+                raise CaikitError("--resume needs an output file (-o FILE), not stdout")
+            return
+        target, partial = Path(path), partial_path(path)
+        if target.is_dir():
+            raise CaikitError(f"-o {path}: is a directory")
+        if not target.parent.is_dir():
+            raise CaikitError(f"-o {path}: directory {target.parent} does not exist")
+        if resume:
+            if not partial.exists() and target.exists():
+                os.replace(target, partial)
+            if partial.exists():
+                _whole_lines(partial)
+                self.done = done_ids(partial)
+        elif partial.exists():
+            partial.unlink()
+
+    def _open(self):
+        if self._file is None:
+            if self.path == "-":
+                self._file = sys.stdout
+            else:
+                self._file = partial_path(self.path).open("a", encoding="utf-8")
+        return self._file
+
+    def write(self, record: dict) -> None:
+        f = self._open()
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        self.count += 1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if self.path == "-":
+            return False
+        partial = partial_path(self.path)
+        if self._file is not None:
+            self._file.close()
+        if kind is None:
+            if not partial.exists():
+                partial.touch()  # nothing new to write (all resumed or no input): still produce the file
+            os.replace(partial, self.path)
+        elif partial.exists():
+            if partial.stat().st_size == 0:
+                partial.unlink()
+            else:
+                log.warning("stopped early: whole records kept in %s; rerun with --resume to continue", partial)
+        return False
