@@ -1,0 +1,115 @@
+import pytest
+import torch
+
+from caikit.backends import SamplingParams
+from caikit.errors import CaikitError
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "How do I make a simple tomato sauce from scratch?"}],
+    [{"role": "user", "content": "Why is the sky blue?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is an index fund and how does it work?"}],
+    [{"role": "user", "content": "Hi"}],
+    [{"role": "user", "content": "How do I teach my dog to sit?"}],
+]
+
+
+def full_sequence_logprob(backend, prompt, choice):
+    """Hand computation: log-softmax over the whole prompt+choice sequence, no cache, no batching."""
+    tok = backend.loaded.tokenizer
+    prompt_ids = backend.encode(prompt)
+    choice_ids = tok(choice, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + choice_ids])
+    with torch.no_grad():
+        logp = backend.loaded.model(ids).logits[0].log_softmax(-1)
+    return sum(logp[len(prompt_ids) - 1 + j, t].item() for j, t in enumerate(choice_ids))
+
+
+def test_score_choices_equals_hand_computed_log_softmax(tiny_backend):
+    prompts = CONVERSATIONS + ["The answer is:", "Human: pick one\n\nAssistant: The answer is:"]
+    choices = [" (A)", " (B)", " a much longer answer choice"]
+    scores = tiny_backend.score_choices(prompts, choices)
+    assert len(scores) == len(prompts) and all(len(row) == 3 for row in scores)
+    for prompt, row in zip(prompts, scores):
+        for choice, score in zip(choices, row):
+            assert score == pytest.approx(full_sequence_logprob(tiny_backend, prompt, choice), abs=1e-4)
+
+
+def test_score_choices_per_prompt_choices_and_batch_invariance(tiny_backend):
+    prompts = CONVERSATIONS[:3]
+    choices = [[" yes", " no"], [" (A)", " (B)", " (C)"], [" one"]]
+    batched = tiny_backend.score_choices(prompts, choices)
+    single = [tiny_backend.score_choices([p], [c])[0] for p, c in zip(prompts, choices)]
+    assert [len(r) for r in batched] == [2, 3, 1]
+    for a, b in zip(batched, single):
+        assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_score_choices_continues_a_final_assistant_message(tiny_backend):
+    prefilled = [{"role": "user", "content": "Pick one."}, {"role": "assistant", "content": "The answer is:"}]
+    text = tiny_backend.render(prefilled)
+    assert text.endswith("<|im_start|>assistant\nThe answer is:")
+    [[score]] = tiny_backend.score_choices([prefilled], [" (A)"])
+    assert score == pytest.approx(full_sequence_logprob(tiny_backend, text, " (A)"), abs=1e-4)
+
+
+def test_greedy_generation_does_not_depend_on_batching(tiny_backend):
+    greedy = SamplingParams(max_new_tokens=12, temperature=0)
+    batched = tiny_backend.generate(CONVERSATIONS, greedy)
+    alone = [tiny_backend.generate([c], greedy)[0] for c in CONVERSATIONS]
+    assert batched == alone  # left padding and the attention mask are right
+    assert all(isinstance(t, str) for t in batched)
+
+
+def test_sampling_is_repeatable_for_a_seed(tiny_backend):
+    params = SamplingParams(max_new_tokens=16, temperature=1.0, seed=7)
+    first = tiny_backend.generate(CONVERSATIONS, params)
+    assert tiny_backend.generate(CONVERSATIONS, params) == first
+    other = tiny_backend.generate(CONVERSATIONS, SamplingParams(max_new_tokens=16, temperature=1.0, seed=8))
+    assert other != first
+
+
+def test_n_samples_per_prompt_are_prompt_major(tiny_backend):
+    params = SamplingParams(max_new_tokens=8, temperature=1.0, n=3, seed=1)
+    out = tiny_backend.generate(CONVERSATIONS[:2], params)
+    assert len(out) == 6
+    assert len(set(out[0:3])) > 1, "samples of one prompt should differ at temperature 1"
+    # greedy rows are identical per prompt, so prompt-major order shows in which rows repeat
+    greedy = tiny_backend.generate(CONVERSATIONS[:2], SamplingParams(max_new_tokens=8, temperature=0))
+    assert greedy == [tiny_backend.generate([c], SamplingParams(max_new_tokens=8, temperature=0))[0] for c in CONVERSATIONS[:2]]
+
+
+def test_stop_strings_cut_the_text(tiny_backend):
+    greedy = SamplingParams(max_new_tokens=24, temperature=0)
+    [text] = tiny_backend.generate(CONVERSATIONS[:1], greedy)
+    assert len(text) > 4, "the tiny model should say something"
+    stop = text[3:5]
+    [cut] = tiny_backend.generate(CONVERSATIONS[:1], SamplingParams(max_new_tokens=24, temperature=0, stop=(stop,)))
+    assert cut == text[: text.find(stop)].strip()
+    assert stop not in cut
+
+
+def test_max_new_tokens_and_token_count(tiny_backend):
+    before = tiny_backend.generated_tokens
+    tiny_backend.generate(CONVERSATIONS[:2], SamplingParams(max_new_tokens=5, temperature=0))
+    assert 2 <= tiny_backend.generated_tokens - before <= 10
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_new_tokens": 0}, "--max-new-tokens 0"),
+        ({"temperature": -1}, "--temperature -1"),
+        ({"top_p": 0}, "--top-p 0"),
+        ({"n": 2, "temperature": 0}, "several samples"),
+    ],
+)
+def test_sampling_params_are_validated(kwargs, message):
+    with pytest.raises(CaikitError, match=message):
+        SamplingParams(**kwargs)
+
+
+def test_unknown_backend_is_a_clear_error():
+    from caikit import backends
+
+    with pytest.raises(CaikitError, match="--backend nope: unknown backend"):
+        backends.build("nope", "smollm2-135m-instruct")
