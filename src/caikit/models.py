@@ -205,6 +205,11 @@ def load(
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     path = path or resolve(spec)
+    if not any(path.glob("*.safetensors")):
+        raise CaikitError(
+            f"--model {spec}: no .safetensors weights in {path}; caikit does not unpickle .bin checkpoints "
+            "(convert them with transformers' save_pretrained(safe_serialization=True))"
+        )
     tokenizer = load_tokenizer(path, chat_template)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
     model.to(device).eval()

