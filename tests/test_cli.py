@@ -182,3 +182,15 @@ def test_missing_input_file_and_resume_to_stdout(tmp_path):
     (tmp_path / "p.txt").write_text("hi\n")
     result = run("redteam", "-i", str(tmp_path / "p.txt"), "--resume")
     assert result.exit_code == 2 and "--resume needs an output file" in result.stderr
+
+
+def test_failed_resume_of_a_finished_file_keeps_it(tiny_model, prompts_file, tmp_path):
+    out = tmp_path / "out.jsonl"
+    base = ["redteam", "-i", str(prompts_file), "-o", str(out), "--max-new-tokens", "4"]
+    assert run(*base, "--model", str(tiny_model)).exit_code == 0
+    before = out.read_text()
+    more = tmp_path / "more.jsonl"
+    more.write_text(prompts_file.read_text() + '{"prompt": "one more"}\n')
+    result = run("redteam", "-i", str(more), "-o", str(out), "--resume", "--model", "no-such-model")
+    assert result.exit_code == 2
+    assert out.read_text() == before and not (tmp_path / "out.jsonl.partial").exists()

@@ -51,6 +51,7 @@ class JsonlWriter:
         self.done: set[str] = set()
         self.count = 0
         self._file = None
+        self._reopened = False  # a finished FILE was moved to FILE.partial to be resumed
         if path == "-":
             if resume:
                 raise CaikitError("--resume needs an output file (-o FILE), not stdout")
@@ -63,6 +64,7 @@ class JsonlWriter:
         if resume:
             if not partial.exists() and target.exists():
                 os.replace(target, partial)
+                self._reopened = True
             if partial.exists():
                 _whole_lines(partial)
                 self.done = done_ids(partial)
@@ -96,6 +98,8 @@ class JsonlWriter:
             if not partial.exists():
                 partial.touch()  # nothing new to write (all resumed or no input): still produce the file
             os.replace(partial, self.path)
+        elif self._reopened and self.count == 0:
+            os.replace(partial, self.path)  # failed before adding anything: give the finished file back
         elif partial.exists():
             if partial.stat().st_size == 0:
                 partial.unlink()
