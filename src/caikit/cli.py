@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
 
 from caikit import __version__
@@ -47,18 +48,22 @@ Temperature = Annotated[float, typer.Option("--temperature", min=0.0, help="Samp
 TopP = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")]
 
 
-def command(name: str | None = None, **settings):
+def command(name: str | None = None, group: typer.Typer | None = None, **settings):
     """Register a command whose CaikitErrors become one stderr line and exit code 2."""
 
     def register(func):
+        title = f"caikit {group.info.name + ' ' if group else ''}{name or func.__name__}"
+
         @functools.wraps(func)
         def run(*args, **kwargs):
             from caikit.console import stderr
 
             try:
                 return func(*args, **kwargs)
+            except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+                raise
             except CaikitError as err:
-                stderr().print(f"caikit {name or func.__name__}: error: {err}", markup=False, highlight=False, soft_wrap=True)
+                stderr().print(f"{title}: error: {err}", markup=False, highlight=False, soft_wrap=True)
                 raise typer.Exit(err.exit_code) from None
             except BrokenPipeError:  # `caikit ... | head`: the reader left; not an error
                 sys.stderr.close()
@@ -68,11 +73,11 @@ def command(name: str | None = None, **settings):
             except Exception as err:
                 if os.environ.get("CAIKIT_DEBUG"):
                     raise
-                message = f"caikit {name or func.__name__}: failed: {type(err).__name__}: {err}".splitlines()[0]
+                message = f"{title}: failed: {type(err).__name__}: {err}".splitlines()[0]
                 stderr().print(message + " (CAIKIT_DEBUG=1 shows the traceback)", markup=False, highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
 
-        return app.command(name, **settings)(run)
+        return (group or app).command(name, **settings)(run)
 
     return register
 
@@ -168,6 +173,63 @@ def redteam(
         )
         if synthesize and out.count < wanted:
             console.stderr().print(f"redteam: only {out.count} of {wanted} synthesized prompts were new and usable")
+
+
+constitution_app = typer.Typer(name="constitution", help="Show and check constitutions.", no_args_is_help=True)
+app.add_typer(constitution_app)
+ConstitutionArg = Annotated[
+    str, typer.Argument(help="Built-in name (default, helpful-only), a TOML/JSON file or a directory.")
+]
+
+
+@command("show", group=constitution_app)
+def constitution_show(path: ConstitutionArg = "default"):
+    """Print a constitution's principles, comparisons and few-shot examples as tables.
+
+    Example: caikit constitution show ../shared/data/anthropic-cai/prompts
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from caikit import constitution
+
+    const = constitution.load(path)
+    out = Console()
+    out.print(f"[bold]{const.name}[/bold]  hash {const.hash}  ({const.source})")
+    if const.description:
+        out.print(const.description)
+    principles = Table("id", "critique request", "revision request", title=f"{len(const.principles)} critique/revision principles")
+    for p in const.principles:
+        principles.add_row(p.id, p.critique, p.revision)
+    comparisons = Table("id", "kind", "question", title=f"{len(const.comparisons)} comparison principles")
+    for c in const.comparisons:
+        comparisons.add_row(c.id, c.kind, c.question)
+    for table in (principles, comparisons):
+        if table.row_count:
+            out.print(table)
+    out.print(
+        f"few-shot: {len(const.critique_examples)} critique/revision dialogues, "
+        f"{len(const.comparison_examples)} comparison examples"
+    )
+
+
+@command("validate", group=constitution_app)
+def constitution_validate(path: ConstitutionArg):
+    """Report every problem in a constitution (with its location); exit 2 if there is any.
+
+    Example: caikit constitution validate constitutions/default.toml
+    """
+    from caikit import constitution
+
+    const, problems = constitution.read(path)
+    for problem in problems:
+        typer.echo(problem, err=True)
+    if problems:
+        raise typer.Exit(2)
+    typer.echo(
+        f"{const.source}: ok ({len(const.principles)} principles, {len(const.comparisons)} comparisons, "
+        f"{len(const.critique_examples) + len(const.comparison_examples)} few-shot examples; hash {const.hash})"
+    )
 
 
 def _later(name: str, issue: int, doc: str):

@@ -1,0 +1,431 @@
+"""Constitutions: the principles that steer critique, revision and AI feedback.
+
+A constitution holds
+- critique/revision principles (`id`, `critique` request, `revision` request), used by `revise`;
+- comparison principles (`id`, `question`, `kind` harmlessness|helpfulness), used by `label`/`eval`;
+- few-shot critique/revision dialogues and few-shot comparison examples.
+
+`load(spec)` reads any of
+- caikit's TOML format (`constitutions/*.toml`, documented in `constitutions/README.md`), or a
+  built-in name (`default`, `helpful-only`);
+- the CAI paper's files, unchanged: `CritiqueRevisionInstructions.json`,
+  `CritiqueRevisionFewShotPrompts.json`, `RLMadisonInstructions.json`, `RLMadisonFewShotPrompts.json`
+  (one file, or a directory holding any of them);
+- the Hugging Face llm-swarm format `{"constitutions": [{"critic", "revision"}], "system_chat": [[...]]}`.
+
+Every problem found is reported with its location (`check(spec)` lists them all); `load` refuses a
+constitution with problems. `Constitution.hash` is a content hash that goes into provenance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from caikit.errors import CaikitError
+from caikit.records import canonical
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+KINDS = ("harmlessness", "helpfulness")
+BUILTIN = ("default", "helpful-only")
+
+
+@dataclass(frozen=True)
+class Principle:
+    id: str
+    critique: str
+    revision: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    id: str
+    question: str
+    kind: str = "harmlessness"
+
+
+@dataclass(frozen=True)
+class CritiqueExample:
+    prompt: list  # messages, ending with the user turn
+    response: str
+    critique: str
+    revision: str
+    principle: str | None = None
+
+
+@dataclass(frozen=True)
+class ComparisonExample:
+    prompt: list
+    response_a: str
+    response_b: str
+    answer: str  # "A" or "B"
+    question: str | None = None  # None: shown under whichever principle is being asked
+
+
+@dataclass
+class Constitution:
+    name: str
+    source: str
+    description: str = ""
+    principles: list[Principle] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+    critique_examples: list[CritiqueExample] = field(default_factory=list)
+    comparison_examples: list[ComparisonExample] = field(default_factory=list)
+
+    @property
+    def hash(self) -> str:
+        content = {
+            "principles": [asdict(p) for p in self.principles],
+            "comparisons": [asdict(c) for c in self.comparisons],
+            "critique_examples": [asdict(e) for e in self.critique_examples],
+            "comparison_examples": [asdict(e) for e in self.comparison_examples],
+        }
+        return hashlib.sha256(canonical(content).encode()).hexdigest()[:12]
+
+    def principle(self, pid: str) -> Principle:
+        return next(p for p in self.principles if p.id == pid)
+
+    def provenance(self) -> dict:
+        return {"name": self.name, "hash": self.hash, "source": self.source}
+
+    def select(self, ids: list[str] | None, option: str = "--principles") -> list[Principle]:
+        """The principles named in `ids` (all when None); unknown ids are a usage error."""
+        if not ids:
+            return list(self.principles)
+        known = {p.id for p in self.principles}
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise CaikitError(f"{option} {','.join(unknown)}: unknown principle id (known: {', '.join(sorted(known))})")
+        return [p for p in self.principles if p.id in ids]
+
+
+# -- locating -------------------------------------------------------------------------------------
+
+
+def builtin_dirs() -> list[Path]:
+    """Where the shipped constitutions live: the source tree, or share/caikit in an installed wheel."""
+    here = Path(__file__).resolve()
+    return [here.parents[2] / "constitutions", Path(sys.prefix) / "share" / "caikit" / "constitutions"]
+
+
+def locate(spec: str | None) -> Path:
+    spec = spec or "default"
+    if spec in BUILTIN:
+        for folder in builtin_dirs():
+            if (folder / f"{spec}.toml").is_file():
+                return folder / f"{spec}.toml"
+        raise CaikitError(f"--constitution {spec}: the built-in constitution files are missing from this install")
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise CaikitError(f"--constitution {spec}: no such file or directory (built-in: {', '.join(BUILTIN)})")
+    return path
+
+
+# -- reading each format (each returns a Constitution and a list of problems) --------------------
+
+
+class Problems(list):
+    def add(self, where: str, message: str) -> None:
+        self.append(f"{where}: {message}")
+
+
+def _text(value) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _messages(value) -> list | None:
+    """A few-shot prompt: a plain string (one user turn) or a list of {role, content} messages."""
+    if isinstance(value, str) and value.strip():
+        return [{"role": "user", "content": value.strip()}]
+    if isinstance(value, list) and value and all(
+        isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str)
+        for m in value
+    ):
+        return [{"role": m["role"], "content": m["content"]} for m in value]
+    return None
+
+
+def read_toml(path: Path) -> tuple[Constitution, Problems]:
+    problems = Problems()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise CaikitError(f"{path}: not valid TOML ({err})") from None
+    known = {"name", "description", "principles", "comparisons", "critique_examples", "comparison_examples"}
+    for key in raw:
+        if key not in known:
+            problems.add(str(path), f"unknown key '{key}' (expected one of: {', '.join(sorted(known))})")
+    const = Constitution(name=str(raw.get("name") or path.stem), source=str(path), description=_text(raw.get("description")))
+    for k, item in enumerate(_table_list(raw, "principles", path, problems)):
+        where = f"{path}: principles[{k}]"
+        const.principles.append(Principle(_text(item.get("id")), _text(item.get("critique")), _text(item.get("revision"))))
+        _unknown_keys(item, {"id", "critique", "revision"}, where, problems)
+    for k, item in enumerate(_table_list(raw, "comparisons", path, problems)):
+        where = f"{path}: comparisons[{k}]"
+        const.comparisons.append(
+            Comparison(_text(item.get("id")), _text(item.get("question")), _text(item.get("kind")) or "harmlessness")
+        )
+        _unknown_keys(item, {"id", "question", "kind"}, where, problems)
+    for k, item in enumerate(_table_list(raw, "critique_examples", path, problems)):
+        where = f"{path}: critique_examples[{k}]"
+        prompt = _messages(item.get("prompt"))
+        if prompt is None:
+            problems.add(where, "'prompt' must be a non-empty string or a list of {role, content} messages")
+        const.critique_examples.append(
+            CritiqueExample(
+                prompt or [],
+                _text(item.get("response")),
+                _text(item.get("critique")),
+                _text(item.get("revision")),
+                _text(item.get("principle")) or None,
+            )
+        )
+        _unknown_keys(item, {"prompt", "response", "critique", "revision", "principle"}, where, problems)
+    for k, item in enumerate(_table_list(raw, "comparison_examples", path, problems)):
+        where = f"{path}: comparison_examples[{k}]"
+        prompt = _messages(item.get("prompt"))
+        if prompt is None:
+            problems.add(where, "'prompt' must be a non-empty string or a list of {role, content} messages")
+        const.comparison_examples.append(
+            ComparisonExample(
+                prompt or [],
+                _text(item.get("response_a")),
+                _text(item.get("response_b")),
+                _text(item.get("answer")).upper(),
+                _text(item.get("question")) or None,
+            )
+        )
+        _unknown_keys(item, {"prompt", "response_a", "response_b", "answer", "question"}, where, problems)
+    return const, problems
+
+
+def _table_list(raw: dict, key: str, path: Path, problems: Problems) -> list[dict]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        problems.add(str(path), f"'{key}' must be an array of tables ([[{key}]])")
+        return []
+    return value
+
+
+def _unknown_keys(item: dict, allowed: set, where: str, problems: Problems) -> None:
+    for key in item:
+        if key not in allowed:
+            problems.add(where, f"unknown key '{key}' (expected: {', '.join(sorted(allowed))})")
+
+
+def _load_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CaikitError(f"{path}: not valid JSON ({err})") from None
+
+
+_REQUEST = re.compile(r"^\s*(?:CritiqueRequest|RevisionRequest):\s*(.*?)\s*(?:(?:Critique|Revision):\s*)?$", re.S)
+
+
+def _strip_request(text: str) -> str:
+    match = _REQUEST.match(text)
+    return match.group(1).strip() if match else text.strip()
+
+
+def paper_principles(path: Path, const: Constitution, problems: Problems) -> None:
+    raw = _load_json(path)
+    if not isinstance(raw, dict):
+        problems.add(str(path), "expected an object of {id: {prompt: [...], edit_request: ...}}")
+        return
+    for pid, item in raw.items():
+        where = f"{path}: {pid}"
+        if not isinstance(item, dict):
+            problems.add(where, "expected {prompt: [critique request], edit_request: revision request}")
+            continue
+        prompts = item.get("prompt")
+        critique = prompts[0] if isinstance(prompts, list) and prompts and isinstance(prompts[0], str) else ""
+        revision = item.get("edit_request") if isinstance(item.get("edit_request"), str) else ""
+        const.principles.append(Principle(pid, _strip_request(critique), _strip_request(revision)))
+
+
+_SECTION = re.compile(r"\n\n(CritiqueRequest|Critique|RevisionRequest|Revision):[ \t]?")
+
+
+def paper_critique_examples(path: Path, const: Constitution, problems: Problems) -> None:
+    from caikit.inputs import parse_transcript
+
+    raw = _load_json(path)
+    if not isinstance(raw, list):
+        problems.add(str(path), "expected a list of transcript strings")
+        return
+    for k, text in enumerate(raw):
+        where = f"{path}: [{k}]"
+        if not isinstance(text, str):
+            problems.add(where, "expected a transcript string")
+            continue
+        text = re.sub(r"\n\nHuman:\s*$", "", text)  # some end with a stray next turn
+        dialogue, *rest = _SECTION.split(text)
+        sections = dict(zip(rest[0::2], (s.strip() for s in rest[1::2])))
+        turns = parse_transcript(dialogue, keep_history=True) or []
+        answer = re.split(r"\n\nAssistant:[ \t]?", dialogue)[-1].strip() if "\n\nAssistant:" in dialogue else ""
+        if not turns or not answer or not all(sections.get(s) for s in ("Critique", "Revision")):
+            problems.add(where, "expected Human/Assistant turns, then Critique and Revision sections")
+            continue
+        const.critique_examples.append(CritiqueExample(turns, answer, sections["Critique"], sections["Revision"]))
+
+
+def paper_comparisons(path: Path, const: Constitution, problems: Problems) -> None:
+    raw = _load_json(path)
+    if not isinstance(raw, list):
+        problems.add(str(path), "expected a list of principle strings")
+        return
+    for k, text in enumerate(raw):
+        question = re.sub(r"\s*Options:\s*$", "", text).strip() if isinstance(text, str) else ""
+        const.comparisons.append(Comparison(f"madison{k}", question))
+
+
+def paper_comparison_examples(path: Path, const: Constitution, problems: Problems) -> None:
+    from caikit.inputs import parse_transcript
+
+    raw = _load_json(path)
+    if not isinstance(raw, list):
+        problems.add(str(path), "expected a list of {prompt, corrects, incorrects}")
+        return
+    for k, item in enumerate(raw):
+        where = f"{path}: [{k}]"
+        ok = isinstance(item, dict) and isinstance(item.get("prompt"), str)
+        turns = parse_transcript(re.sub(r"\n\nAssistant:\s*$", "", item["prompt"]), keep_history=True) if ok else None
+        corrects, incorrects = (item.get("corrects"), item.get("incorrects")) if ok else (None, None)
+        if not turns or not corrects or not incorrects:
+            problems.add(where, "expected a Human/Assistant prompt with 'corrects' and 'incorrects' responses")
+            continue
+        # the better response goes first or second alternately, so few-shot answers are not all (A)
+        good, bad = str(corrects[0]).strip(), str(incorrects[0]).strip()
+        a, b, answer = (good, bad, "A") if k % 2 == 0 else (bad, good, "B")
+        const.comparison_examples.append(ComparisonExample(turns, a, b, answer))
+
+
+PAPER_FILES = {
+    "CritiqueRevisionInstructions.json": paper_principles,
+    "CritiqueRevisionFewShotPrompts.json": paper_critique_examples,
+    "RLMadisonInstructions.json": paper_comparisons,
+    "RLMadisonFewShotPrompts.json": paper_comparison_examples,
+}
+
+
+def read_swarm(path: Path, raw: dict) -> tuple[Constitution, Problems]:
+    problems = Problems()
+    const = Constitution(name=path.stem, source=str(path))
+    items = raw.get("constitutions")
+    if not isinstance(items, list):
+        problems.add(str(path), "'constitutions' must be a list of {critic, revision}")
+        items = []
+    for k, item in enumerate(items):
+        if not isinstance(item, dict):
+            problems.add(f"{path}: constitutions[{k}]", "expected {critic, revision}")
+            continue
+        const.principles.append(Principle(f"swarm{k}", _text(item.get("critic")), _text(item.get("revision"))))
+    for k, chat in enumerate(raw.get("system_chat") or []):
+        where = f"{path}: system_chat[{k}]"
+        messages = _messages(chat)
+        roles = [m["role"] for m in messages] if messages else []
+        if roles != ["user", "assistant"] * 3:
+            problems.add(where, "expected 6 messages: user prompt, assistant answer, critique request, critique, revision request, revision")
+            continue
+        const.critique_examples.append(
+            CritiqueExample(messages[:1], messages[1]["content"], messages[3]["content"], messages[5]["content"])
+        )
+    return const, problems
+
+
+def read(spec: str | None) -> tuple[Constitution, Problems]:
+    """Read a constitution in any supported format, collecting every problem found."""
+    path = locate(spec)
+    if path.is_dir():
+        if (path / "constitution.toml").is_file():
+            const, problems = read_toml(path / "constitution.toml")
+        else:
+            present = [name for name in PAPER_FILES if (path / name).is_file()]
+            if not present:
+                raise CaikitError(
+                    f"{path}: no constitution here (expected constitution.toml or the paper's {', '.join(PAPER_FILES)})"
+                )
+            const, problems = Constitution(name=path.name, source=str(path)), Problems()
+            for name in present:
+                PAPER_FILES[name](path / name, const, problems)
+    elif path.suffix == ".toml":
+        const, problems = read_toml(path)
+    elif path.suffix == ".json":
+        if path.name in PAPER_FILES:
+            const, problems = Constitution(name=path.stem, source=str(path)), Problems()
+            PAPER_FILES[path.name](path, const, problems)
+        else:
+            raw = _load_json(path)
+            if not (isinstance(raw, dict) and "constitutions" in raw):
+                raise CaikitError(f"{path}: not a constitution format caikit knows (TOML, the paper's JSON files, llm-swarm JSON)")
+            const, problems = read_swarm(path, raw)
+    else:
+        raise CaikitError(f"{path}: a constitution is a .toml file, a .json file or a directory")
+    problems.extend(validate(const))
+    return const, problems
+
+
+def validate(const: Constitution) -> list[str]:
+    """Problems in the content itself: empty or duplicate fields, dangling references."""
+    problems = Problems()
+    src = const.source
+    if not const.principles and not const.comparisons:
+        problems.add(src, "no principles and no comparisons")
+    seen: set[str] = set()
+    for k, p in enumerate(const.principles):
+        where = f"{src}: principle {p.id or k}"
+        if not p.id:
+            problems.add(where, "empty id")
+        elif p.id in seen:
+            problems.add(where, "duplicate id")
+        seen.add(p.id)
+        if not p.critique:
+            problems.add(where, "empty critique request")
+        if not p.revision:
+            problems.add(where, "missing revision request")
+    seen = set()
+    for k, c in enumerate(const.comparisons):
+        where = f"{src}: comparison {c.id or k}"
+        if not c.id:
+            problems.add(where, "empty id")
+        elif c.id in seen:
+            problems.add(where, "duplicate id")
+        seen.add(c.id)
+        if not c.question:
+            problems.add(where, "empty question")
+        if c.kind not in KINDS:
+            problems.add(where, f"kind '{c.kind}' is not one of {', '.join(KINDS)}")
+    ids = {p.id for p in const.principles}
+    for k, e in enumerate(const.critique_examples):
+        where = f"{src}: critique example {k}"
+        for name in ("response", "critique", "revision"):
+            if not getattr(e, name):
+                problems.add(where, f"empty '{name}'")
+        if e.principle and e.principle not in ids:
+            problems.add(where, f"principle '{e.principle}' is not defined")
+    for k, e in enumerate(const.comparison_examples):
+        where = f"{src}: comparison example {k}"
+        for name in ("response_a", "response_b"):
+            if not getattr(e, name):
+                problems.add(where, f"empty '{name}'")
+        if e.answer not in ("A", "B"):
+            problems.add(where, f"answer must be A or B, not '{e.answer}'")
+    return problems
+
+
+def load(spec: str | None = None) -> Constitution:
+    """A constitution ready to use; any problem is a CaikitError naming the first one and the count."""
+    const, problems = read(spec)
+    if problems:
+        more = f" (and {len(problems) - 1} more; see `caikit constitution validate`)" if len(problems) > 1 else ""
+        raise CaikitError(problems[0] + more)
+    return const
