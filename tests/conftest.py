@@ -89,8 +89,8 @@ def tiny_backend(tiny_model):
 
 
 class FakeBackend:
-    """A scripted backend: `generate` replays `replies` in order (cycling); `score_choices` returns
-    `scores` (one list per prompt). Calls are recorded for assertions."""
+    """A scripted backend: `generate` replays `replies` in order (cycling), or calls `replies(prompt)`
+    when it is a function; `score_choices` returns `scores` (one list per prompt). Calls are recorded."""
 
     name = "fake"
 
@@ -106,9 +106,13 @@ class FakeBackend:
     def generate(self, prompts, params):
         self.calls.append(("generate", list(prompts), params))
         out = []
-        for _ in range(len(prompts) * params.n):
-            out.append(self.replies[self._next % len(self.replies)])
-            self._next += 1
+        for prompt in prompts:
+            for _ in range(params.n):
+                if callable(self.replies):
+                    out.append(self.replies(prompt))
+                else:
+                    out.append(self.replies[self._next % len(self.replies)])
+                    self._next += 1
         self.generated_tokens += sum(len(o.split()) for o in out)
         return out
 

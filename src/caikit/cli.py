@@ -56,14 +56,14 @@ def command(name: str | None = None, group: typer.Typer | None = None, **setting
 
         @functools.wraps(func)
         def run(*args, **kwargs):
-            from caikit.console import stderr
+            from caikit.console import say
 
             try:
                 return func(*args, **kwargs)
             except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
                 raise
             except CaikitError as err:
-                stderr().print(f"{title}: error: {err}", markup=False, highlight=False, soft_wrap=True)
+                say(f"{title}: error: {err}")
                 raise typer.Exit(err.exit_code) from None
             except BrokenPipeError:  # `caikit ... | head`: the reader left; not an error
                 sys.stderr.close()
@@ -74,7 +74,7 @@ def command(name: str | None = None, group: typer.Typer | None = None, **setting
                 if os.environ.get("CAIKIT_DEBUG"):
                     raise
                 message = f"{title}: failed: {type(err).__name__}: {err}".splitlines()[0]
-                stderr().print(message + " (CAIKIT_DEBUG=1 shows the traceback)", markup=False, highlight=False, soft_wrap=True)
+                say(message + " (CAIKIT_DEBUG=1 shows the traceback)")
                 raise typer.Exit(1) from None
 
         return (group or app).command(name, **settings)(run)
@@ -166,13 +166,11 @@ def redteam(
         rate = tokens / timer.seconds if timer.seconds else 0.0
         where = "stdout" if output == "-" else output
         resumed = f" ({len(out.done)} resumed)" if out.done else ""
-        console.stderr().print(
-            f"redteam: {out.count} records{resumed} -> {where}; {tokens} tokens in {timer.seconds:.1f} s ({rate:.1f} tok/s)",
-            markup=False,
-            highlight=False,
+        console.say(
+            f"redteam: {out.count} records{resumed} -> {where}; {tokens} tokens in {timer.seconds:.1f} s ({rate:.1f} tok/s)"
         )
         if synthesize and out.count < wanted:
-            console.stderr().print(f"redteam: only {out.count} of {wanted} synthesized prompts were new and usable")
+            console.say(f"redteam: only {out.count} of {wanted} synthesized prompts were new and usable")
 
 
 constitution_app = typer.Typer(name="constitution", help="Show and check constitutions.", no_args_is_help=True)
@@ -243,15 +241,103 @@ def _later(name: str, issue: int, doc: str):
     command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(stage)
 
 
-_later(
-    "revise",
-    3,
-    """N rounds of critique -> revision of redteam answers, a constitution principle sampled per round.
+Constitution = Annotated[
+    str, typer.Option("--constitution", help="Built-in name (default, helpful-only), TOML/JSON file or directory.")
+]
 
-    Produces the SL-CAI training data: each record's completion becomes the final revision, with the
-    critiques and revisions of every round kept in `revisions`.
-    """,
-)
+
+@command()
+def revise(
+    input: Input = "-",
+    output: Output = "-",
+    constitution: Constitution = "default",
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Critique -> revision rounds (the paper used 4).")] = 4,
+    no_critique: Annotated[
+        bool, typer.Option("--no-critique", help="Revise directly, without a critique step (half the cost).")
+    ] = False,
+    context: Annotated[
+        str, typer.Option("--context", help="append: each round sees the whole chain; fresh: prompt + last revision.")
+    ] = "append",
+    shots: Annotated[int, typer.Option("--shots", min=0, help="Few-shot dialogues from the constitution per record.")] = 2,
+    principles: Annotated[
+        Optional[str], typer.Option("--principles", help="Comma-separated principle ids to draw from (default: all).")
+    ] = None,
+    emit_round: Annotated[
+        Optional[int], typer.Option("--emit-round", min=1, help="Write round K's revision as the completion (SL-CAI-K).")
+    ] = None,
+    keep_all: Annotated[
+        bool, typer.Option("--keep-all", help="Write one record per round (id suffixed -rK).")
+    ] = False,
+    critique_tokens: Annotated[int, typer.Option("--critique-tokens", min=1, help="Most tokens per critique.")] = 128,
+    max_new_tokens: MaxNewTokens = 256,
+    temperature: Temperature = 0.7,
+    top_p: TopP = 0.95,
+    model: Model = "smollm2-135m-instruct",
+    backend: Backend = "transformers",
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    chat_template: ChatTemplate = None,
+    batch_size: BatchSize = 16,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, help="Records revised together (written when their rounds finish).")
+    ] = 64,
+    seed: Seed = 0,
+    limit: Limit = None,
+    resume: Resume = False,
+    quiet: Quiet = False,
+):
+    """Critique and revise redteam answers over N rounds, one constitution principle drawn per round.
+
+    Produces the SL-CAI data: each record's `completion` becomes the final revision; `initial` keeps
+    the original answer and `revisions` every round's {round, principle_id, critique, revision}.
+
+    Example: caikit redteam -i prompts.jsonl | caikit revise --rounds 2 > sl.jsonl
+    """
+    from caikit import backends, console, inputs
+    from caikit import constitution as constitutions
+    from caikit import revise as stage
+    from caikit.outputs import JsonlWriter
+
+    console.setup_logging(quiet)
+    if context not in stage.CONTEXTS:
+        raise CaikitError(f"--context {context}: choose append or fresh")
+    if emit_round and emit_round > rounds:
+        raise CaikitError(f"--emit-round {emit_round}: only {rounds} rounds are run")
+    if emit_round and keep_all:
+        raise CaikitError("--emit-round and --keep-all do not go together")
+    params = backends.SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    const = constitutions.load(constitution)
+    chosen = const.select([p.strip() for p in principles.split(",") if p.strip()] if principles else None)
+    if not chosen:
+        raise CaikitError(f"--constitution {constitution}: it has no critique/revision principles")
+    records = inputs.read_completions(input)
+    records = records[:limit] if limit else records
+    timer = console.Timer()
+    failed = 0
+    with JsonlWriter(output, resume=resume) as out:
+        last = f"-r{rounds}" if keep_all else ""
+        todo = [r for r in records if r["id"] + last not in out.done]
+        if todo:
+            engine = backends.build(
+                backend, model, dtype=dtype, device=device, batch_size=batch_size, chat_template=chat_template
+            )
+            with console.progress(f"revising ({rounds} rounds)", len(todo), quiet) as advance:
+                made = stage.run(
+                    todo, engine, const, params, rounds=rounds, critique=not no_critique, context=context,
+                    shots=shots, principles=chosen, critique_tokens=critique_tokens, chunk_size=chunk_size,
+                    emit_round=emit_round, keep_all=keep_all, advance=advance,
+                )
+                for record in made:
+                    out.write(record)
+                    failed += sum(1 for step in record["revisions"] if step.get("failed")) if not keep_all else 0
+    if not quiet:
+        tokens = engine.generated_tokens if todo else 0
+        console.say(
+            f"revise: {len(todo)} records x {rounds} rounds -> {'stdout' if output == '-' else output}"
+            f"{f' ({len(out.done)} resumed)' if out.done else ''}; {failed} failed rounds kept the previous text; "
+            f"{tokens} tokens in {timer.seconds:.1f} s"
+        )
+
 _later(
     "sft",
     4,

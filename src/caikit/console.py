@@ -23,6 +23,11 @@ def stderr() -> Console:
     return Console(stderr=True)
 
 
+def say(text: str) -> None:
+    """One plain line on stderr (no markup, no wrapping), for summaries and errors."""
+    stderr().print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def setup_logging(quiet: bool) -> None:
     """caikit logs to stderr; the libraries' own chatter (progress bars, advice) is turned down."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -59,6 +59,9 @@ class CritiqueExample:
     critique: str
     revision: str
     principle: str | None = None
+    # The requests shown with this example; when empty, those of `principle` (or of the round's) are used.
+    critique_request: str = ""
+    revision_request: str = ""
 
 
 @dataclass(frozen=True)
@@ -275,7 +278,16 @@ def paper_critique_examples(path: Path, const: Constitution, problems: Problems)
         if not turns or not answer or not all(sections.get(s) for s in ("Critique", "Revision")):
             problems.add(where, "expected Human/Assistant turns, then Critique and Revision sections")
             continue
-        const.critique_examples.append(CritiqueExample(turns, answer, sections["Critique"], sections["Revision"]))
+        const.critique_examples.append(
+            CritiqueExample(
+                turns,
+                answer,
+                sections["Critique"],
+                sections["Revision"],
+                critique_request=sections.get("CritiqueRequest", ""),
+                revision_request=sections.get("RevisionRequest", ""),
+            )
+        )
 
 
 def paper_comparisons(path: Path, const: Constitution, problems: Problems) -> None:
@@ -337,7 +349,14 @@ def read_swarm(path: Path, raw: dict) -> tuple[Constitution, Problems]:
             problems.add(where, "expected 6 messages: user prompt, assistant answer, critique request, critique, revision request, revision")
             continue
         const.critique_examples.append(
-            CritiqueExample(messages[:1], messages[1]["content"], messages[3]["content"], messages[5]["content"])
+            CritiqueExample(
+                messages[:1],
+                messages[1]["content"],
+                messages[3]["content"],
+                messages[5]["content"],
+                critique_request=messages[2]["content"],
+                revision_request=messages[4]["content"],
+            )
         )
     return const, problems
 

@@ -193,3 +193,32 @@ def read_prompts(
         raise CaikitError(f"{'<stdin>' if path == '-' else path}: no prompts found (the input is empty)")
     seen: set[str] = set()
     return [r for r in records if not (r["id"] in seen or seen.add(r["id"]))]
+
+
+def read_completions(path: str) -> list[dict]:
+    """Records with a prompt and a completion (e.g. `redteam` output), validated, in file order."""
+    records, first_line = [], {}
+    for number, row in read_jsonl(path):
+        where = (path, number)
+        if "prompt" not in row or "completion" not in row:
+            raise located(*where, "not a prompt-completion record (like redteam output): needs 'prompt' and 'completion'")
+        prompt = prompt_of({"prompt": row["prompt"]}, where)
+        completion = row["completion"]
+        if isinstance(completion, str):
+            completion = [{"role": "assistant", "content": completion}]
+        if (
+            not isinstance(completion, list)
+            or not completion
+            or not isinstance(completion[-1], dict)
+            or completion[-1].get("role") != "assistant"
+            or not isinstance(completion[-1].get("content"), str)
+        ):
+            raise located(*where, "'completion' must be a string or a list ending with an assistant message")
+        if not completion[-1]["content"].strip():
+            raise located(*where, "the completion is empty")
+        rid = row.get("id") if isinstance(row.get("id"), str) and row.get("id") else prompt_id(prompt)
+        if rid in first_line:
+            raise located(*where, f"duplicate id {rid} (first on line {first_line[rid]})")
+        first_line[rid] = number
+        records.append({**row, "id": rid, "prompt": prompt, "completion": completion})
+    return records
