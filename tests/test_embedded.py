@@ -55,3 +55,42 @@ def test_redteam_answers_two_prompts_with_the_embedded_model(home, tmp_path):
     for r in records:
         assert len(r["completion"][0]["content"].split()) >= 5
         assert r["caikit"]["model"] == "smollm2-135m-instruct"
+
+
+def test_redteam_piped_into_revise_on_the_embedded_model(home):
+    runner = CliRunner()
+    first = runner.invoke(
+        app,
+        ["redteam", "-i", str(ROOT / "examples/prompts/redteam.jsonl"), "--limit", "2", "--max-new-tokens", "32", "-q"],
+    )
+    assert first.exit_code == 0, first.stderr
+    second = runner.invoke(
+        app,
+        ["revise", "--rounds", "2", "--max-new-tokens", "48", "--critique-tokens", "32", "--shots", "1", "-q"],
+        input=first.stdout,
+    )
+    assert second.exit_code == 0, second.stderr
+    records = [json.loads(line) for line in second.stdout.splitlines()]
+    assert len(records) == 2
+    for r in records:
+        assert [s["round"] for s in r["revisions"]] == [1, 2]
+        assert r["completion"][0]["content"].strip()
+        assert r["caikit"]["constitution"]["name"] == "default"
+
+
+def test_sft_one_step_on_the_embedded_model(home, tmp_path):
+    rows = [
+        {"prompt": [{"role": "user", "content": f"Question {i}: how do I stay safe online?"}],
+         "completion": [{"role": "assistant", "content": "Use strong, unique passwords and turn on two-factor login."}]}
+        for i in range(8)
+    ]
+    data = tmp_path / "sl.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "sl-cai"
+    result = CliRunner().invoke(
+        app, ["sft", "-i", str(data), "-o", str(out), "--max-steps", "1", "--batch-size", "8", "--max-length", "128", "-q"]
+    )
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((out / "caikit_train.json").read_text())
+    assert report["metrics"]["steps"] == 1 and report["metrics"]["first_loss"] > 0
+    assert models.load(str(out)).tokenizer.chat_template

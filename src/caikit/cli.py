@@ -338,11 +338,93 @@ def revise(
             f"{tokens} tokens in {timer.seconds:.1f} s"
         )
 
-_later(
-    "sft",
-    4,
-    """Supervised fine-tuning on the revisions (plus helpfulness data) with TRL's SFTTrainer (SL-CAI).""",
-)
+@command()
+def sft(
+    input: Annotated[str, typer.Option("-i", "--input", help="Prompt-completion JSONL (e.g. revise output).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output model dir (written atomically).")],
+    mix: Annotated[
+        Optional[list[str]],
+        typer.Option("--mix", help="FILE:WEIGHT, repeatable: add WEIGHT x len(input) examples from FILE."),
+    ] = None,
+    base_model: Annotated[
+        str,
+        typer.Option(
+            "--base-model",
+            help="Model to fine-tune. The paper fine-tunes the *pretrained* model; caikit defaults to the embedded "
+            "chat model because its pretrained checkpoint is not shipped.",
+        ),
+    ] = "smollm2-135m-instruct",
+    lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter (peft) instead of all weights.")] = False,
+    lora_r: Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")] = 16,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha", min=1, help="LoRA alpha.")] = 32,
+    lora_dropout: Annotated[float, typer.Option("--lora-dropout", min=0.0, max=1.0, help="LoRA dropout.")] = 0.05,
+    lora_targets: Annotated[
+        str, typer.Option("--lora-targets", help="all-linear, or comma-separated module names (q_proj,v_proj).")
+    ] = "all-linear",
+    keep_adapter: Annotated[
+        bool, typer.Option("--keep-adapter", help="Also keep the LoRA adapter in DIR/adapter (the model is merged).")
+    ] = False,
+    epochs: Annotated[float, typer.Option("--epochs", min=0.0, help="Passes over the data.")] = 1.0,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after N optimizer steps (overrides --epochs).")] = -1,
+    lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate (default 2e-5 full, 2e-4 LoRA).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Examples per device batch.")] = 4,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Gradient accumulation steps.")] = 1,
+    max_length: Annotated[int, typer.Option("--max-length", min=16, help="Truncate examples to N tokens.")] = 1024,
+    eval_split: Annotated[
+        float, typer.Option("--eval-split", min=0.0, max=0.9, help="Fraction held out for eval loss.")
+    ] = 0.0,
+    save_steps: Annotated[int, typer.Option("--save-steps", min=1, help="Checkpoint every N steps (for --resume).")] = 50,
+    seed: Seed = 0,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    chat_template: ChatTemplate = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output dir.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in DIR.tmp/.")] = False,
+    quiet: Quiet = False,
+):
+    """Fine-tune on revisions (SL-CAI) with TRL's SFTTrainer; loss on the completion only.
+
+    Writes a plain HF model dir (safetensors, tokenizer, chat template; LoRA merged) that `--model DIR`
+    accepts everywhere, plus caikit_train.json (data hashes, counts, hyperparameters, losses, time).
+
+    Example: caikit sft -i runs/sl.jsonl --mix runs/helpful.jsonl:0.5 -o runs/sl-cai --lora
+    """
+    from caikit import console, training
+    from caikit import sft as stage
+
+    console.setup_logging(quiet)
+    mixes = [training.parse_weighted(m, "--mix") for m in mix or []]
+    if keep_adapter and not lora:
+        raise CaikitError("--keep-adapter needs --lora")
+    options = stage.SftOptions(
+        base_model=base_model, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
+        grad_accum=grad_accum, max_length=max_length, seed=seed, eval_split=eval_split, save_steps=save_steps,
+        lora=stage.LoraOptions(lora_r, lora_alpha, lora_dropout, lora_targets) if lora else None,
+        keep_adapter=keep_adapter, device=device, dtype=dtype, chat_template=chat_template,
+    )
+    report = stage.run(input, mixes, output, options, overwrite=overwrite, resume=resume, quiet=quiet)
+    if not quiet:
+        _summary("sft", output, report)
+
+
+def _summary(stage: str, output: Path, report: dict) -> None:
+    """The end-of-training table on stderr."""
+    from rich.table import Table
+
+    from caikit.console import stderr
+
+    table = Table(title=f"caikit {stage} -> {output}", show_header=False)
+    for source in report.get("data", []):
+        table.add_row("data", f"{source['path']} ({source['used']} of {source['records']} records, weight {source['weight']:g})")
+    for key, value in report.get("examples", {}).items():
+        table.add_row(f"{key} examples", str(value))
+    for key, value in report.get("metrics", {}).items():
+        if value is not None:
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    table.add_row("seconds", str(report.get("seconds")))
+    stderr().print(table)
+
+
 _later(
     "label",
     5,

@@ -20,7 +20,7 @@ from rich.progress import (
 
 
 def stderr() -> Console:
-    return Console(stderr=True)
+    return Console(stderr=True, emoji=False, highlight=False)
 
 
 def say(text: str) -> None:

@@ -1,0 +1,205 @@
+"""`caikit sft`: supervised fine-tuning on revisions (SL-CAI) with TRL's SFTTrainer.
+
+- Data: conversational prompt-completion records (`revise` output, or any such JSONL); the loss is
+  on the assistant completion only (TRL's completion mask), with the model's own chat template.
+- `--mix FILE:WEIGHT` adds other prompt-completion data, e.g. the initial model's answers to
+  helpful prompts, so the model does not become evasive: WEIGHT x (number of main records) examples
+  are drawn from FILE (seeded; repeated if FILE is smaller).
+- Full fine-tuning, or LoRA (`--lora`, peft) merged into the weights at the end.
+- Deviation from the paper: the paper fine-tunes the *pretrained* model on the revisions; caikit's
+  default base is the embedded chat model, because a pretrained checkpoint of it is not shipped.
+  Pass `--base-model` to fine-tune a pretrained model instead (give it a chat template).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from caikit import inputs, models, training
+from caikit.errors import CaikitError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoraOptions:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: str = "all-linear"
+
+
+@dataclass
+class SftOptions:
+    base_model: str = models.DEFAULT_MODEL
+    epochs: float = 1.0
+    max_steps: int = -1
+    lr: float | None = None  # default: 2e-5 full, 2e-4 LoRA
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 1024
+    seed: int = 0
+    eval_split: float = 0.0
+    save_steps: int = 50
+    lora: LoraOptions | None = None
+    keep_adapter: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    chat_template: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def examples_of(path: str) -> list[dict]:
+    """Prompt-completion examples (TRL conversational format) from a JSONL file."""
+    return [{"prompt": r["prompt"], "completion": r["completion"]} for r in inputs.read_completions(path)]
+
+
+def mixed_dataset(main: str, mixes: list[tuple[str, float]], seed: int) -> tuple[list[dict], list[dict]]:
+    """The training examples and a description of each source (path, hash, records, weight, used)."""
+    rng = random.Random(seed)
+    rows = examples_of(main)
+    sources = [{"path": main, "sha256": training.sha256_file(main) if main != "-" else None, "records": len(rows), "weight": 1.0, "used": len(rows)}]
+    mixed = list(rows)
+    for path, weight in mixes:
+        extra = examples_of(path)
+        count = max(1, round(weight * len(rows)))
+        mixed += training.take(extra, count, rng)
+        sources.append({"path": path, "sha256": training.sha256_file(path), "records": len(extra), "weight": weight, "used": count})
+    rng.shuffle(mixed)
+    return mixed, sources
+
+
+def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool = True):
+    """An SFTTrainer for `rows` writing checkpoints to `work`; returns (trainer, tokenizer, base path, lr)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    device = models.pick_device(options.device)
+    dtype = models.pick_dtype(options.dtype, device)
+    path = models.resolve(options.base_model)
+    tokenizer = models.load_tokenizer(path, options.chat_template)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
+
+    dataset = Dataset.from_list(rows)
+    eval_dataset = None
+    if options.eval_split > 0:
+        if len(rows) < 4:
+            raise CaikitError(f"--eval-split {options.eval_split}: too few examples ({len(rows)}) to hold some out")
+        split = dataset.train_test_split(test_size=options.eval_split, seed=options.seed)
+        dataset, eval_dataset = split["train"], split["test"]
+    lr = options.lr or (2e-4 if options.lora else 2e-5)
+    config = SFTConfig(
+        output_dir=str(work),
+        num_train_epochs=options.epochs,
+        max_steps=options.max_steps,
+        learning_rate=lr,
+        per_device_train_batch_size=options.batch_size,
+        per_device_eval_batch_size=options.batch_size,
+        gradient_accumulation_steps=options.grad_accum,
+        max_length=options.max_length,
+        completion_only_loss=True,
+        seed=options.seed,
+        data_seed=options.seed,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=options.save_steps,
+        save_total_limit=2,
+        eval_strategy="epoch" if eval_dataset is not None else "no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=device == "cpu",
+        bf16=dtype == torch.bfloat16,
+        dataloader_num_workers=0,
+        **options.extra,
+    )
+    peft_config = None
+    if options.lora:
+        from peft import LoraConfig
+
+        targets = options.lora.targets
+        peft_config = LoraConfig(
+            r=options.lora.r,
+            lora_alpha=options.lora.alpha,
+            lora_dropout=options.lora.dropout,
+            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+            task_type="CAUSAL_LM",
+        )
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[training.progress_callback(quiet)],
+    )
+    return trainer, tokenizer, path, lr
+
+
+def run(main: str, mixes: list[tuple[str, float]], out: Path, options: SftOptions, *, overwrite=False, resume=False, quiet=False) -> dict:
+    """Train, save the model to `out` atomically, and return the report written to caikit_train.json."""
+    if out.exists() and not overwrite:
+        raise CaikitError(f"-o {out}: already exists; pass --overwrite to replace it")
+    rows, sources = mixed_dataset(main, mixes, options.seed)
+    work = training.prepare_output(out, overwrite=overwrite, resume=resume)
+    trainer, tokenizer, path, lr = build_trainer(rows, work, options, quiet)
+    dataset, eval_dataset = trainer.train_dataset, trainer.eval_dataset
+    checkpoint = training.last_checkpoint(work) if resume else None
+    if checkpoint:
+        log.info("resuming from %s", checkpoint)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+
+    final = work / "final"
+    trained = trainer.model
+    if options.lora:
+        if options.keep_adapter:
+            trained.save_pretrained(final / "adapter")
+        trained = trained.merge_and_unload()
+    trained.save_pretrained(final, safe_serialization=True)
+    tokenizer.save_pretrained(final)
+
+    history = trainer.state.log_history
+    losses = [h["loss"] for h in history if "loss" in h]
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    report = {
+        "stage": "sft",
+        "base_model": options.base_model,
+        "base_path": str(path),
+        "data": sources,
+        "examples": {"train": len(dataset), "eval": len(eval_dataset) if eval_dataset is not None else 0},
+        "hyperparameters": {
+            "epochs": options.epochs,
+            "max_steps": options.max_steps,
+            "lr": lr,
+            "batch_size": options.batch_size,
+            "grad_accum": options.grad_accum,
+            "max_length": options.max_length,
+            "seed": options.seed,
+            "eval_split": options.eval_split,
+            "completion_only_loss": True,
+            "lora": vars(options.lora) if options.lora else None,
+            "device": str(trainer.args.device),
+            "dtype": str(trainer.model.dtype).removeprefix("torch."),
+        },
+        "metrics": {
+            "steps": trainer.state.global_step,
+            "train_loss": result.training_loss,
+            "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None,
+            "eval_loss": evals[-1] if evals else None,
+        },
+        "loss_history": losses,
+        "resumed_from": Path(checkpoint).name if checkpoint else None,
+        "seconds": round(seconds, 1),
+    }
+    training.write_report(final / "caikit_train.json", report)
+    training.publish(work, out)
+    return report

@@ -1,0 +1,133 @@
+"""What the training stages (sft, train-pm, rlaif) share: atomic output dirs, data hashes, mixing,
+progress with the loss on stderr, and the `caikit_train.json` report.
+
+Output protocol: a run works in `DIR.tmp/` (HF Trainer checkpoints go there, so `--resume` can pick
+up the last one), writes the finished model to `DIR.tmp/final/`, then renames it to `DIR` and
+removes `DIR.tmp/`. A crash never leaves a half model at `DIR`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from caikit import __version__
+from caikit.console import stderr
+from caikit.errors import CaikitError
+
+log = logging.getLogger(__name__)
+
+
+def prepare_output(out: Path, *, overwrite: bool, resume: bool) -> Path:
+    """Check `out` and return its work dir `out.tmp` (kept when resuming, else emptied)."""
+    if out.exists() and not overwrite:
+        raise CaikitError(f"-o {out}: already exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise CaikitError(f"-o {out}: directory {out.parent} does not exist")
+    work = out.with_name(out.name + ".tmp")
+    if work.exists() and not resume:
+        shutil.rmtree(work)
+    work.mkdir(exist_ok=True)
+    return work
+
+
+def last_checkpoint(work: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(work)) if work.is_dir() else None
+
+
+def publish(work: Path, out: Path) -> None:
+    """Move the finished model `work/final` to `out` (replacing an old one) and drop the work dir."""
+    final = work / "final"
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(final, out)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def parse_weighted(spec: str, option: str) -> tuple[str, float]:
+    """`FILE:WEIGHT` (or just `FILE`, weight 1) with a positive weight."""
+    path, sep, weight = spec.rpartition(":")
+    if not sep or not path:
+        return spec, 1.0
+    try:
+        value = float(weight)
+    except ValueError:
+        raise CaikitError(f"{option} {spec}: weight '{weight}' is not a number (use FILE:WEIGHT, e.g. helpful.jsonl:0.5)") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise CaikitError(f"{option} {spec}: weight must be a positive number")
+    return path, value
+
+
+def take(records: list, count: int, rng: random.Random) -> list:
+    """`count` records: a seeded sample, repeating the whole set when more are asked than exist."""
+    whole, rest = divmod(count, len(records))
+    return records * whole + rng.sample(records, rest)
+
+
+def write_report(path: Path, report: dict) -> None:
+    report = {"caikit_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **report}
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+
+
+def progress_callback(quiet: bool, metric: str = "loss"):
+    """A TrainerCallback drawing a rich bar with the latest `metric` on stderr (log lines when not a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from transformers import TrainerCallback
+
+    class RichProgress(TrainerCallback):
+        def __init__(self):
+            self.bar = None
+            self.task = None
+            self.last = {}
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            console = stderr()
+            if quiet or not console.is_terminal:
+                return
+            self.bar = Progress(
+                TextColumn("training"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[shown]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=console,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, shown="")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            self.last.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+            shown = "  ".join(f"{k} {v:.4g}" for k, v in self.last.items() if k in (metric, "eval_loss", "kl", "reward"))
+            if self.bar is not None:
+                self.bar.update(self.task, shown=shown)
+            elif not quiet and metric in logs:
+                log.info("step %d/%d  %s", state.global_step, state.max_steps, shown)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.stop()
+
+    return RichProgress()
