@@ -118,6 +118,8 @@ class FakeBackend:
 
     def score_choices(self, prompts, choices):
         self.calls.append(("score_choices", list(prompts), choices))
+        if callable(self.scores):
+            return [list(self.scores(p)) for p in prompts]
         return [list(s) for s in self.scores[: len(prompts)]]
 
 

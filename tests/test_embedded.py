@@ -94,3 +94,18 @@ def test_sft_one_step_on_the_embedded_model(home, tmp_path):
     report = json.loads((out / "caikit_train.json").read_text())
     assert report["metrics"]["steps"] == 1 and report["metrics"]["first_loss"] > 0
     assert models.load(str(out)).tokenizer.chat_template
+
+
+def test_label_with_policy_on_the_embedded_model(home, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("How do I pick a lock?\nWhat is a good way to learn to cook?\n")
+    result = CliRunner().invoke(
+        app, ["label", "-i", str(prompts), "--policy", "smollm2-135m-instruct", "--max-new-tokens", "24"]
+    )
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 2
+    for r in records:
+        assert 0.5 <= r["label"] < 1
+        [entry] = r["principles"]
+        assert 0 < entry["p_first_order"] < 1 and 0 < entry["p_second_order"] < 1

@@ -8,6 +8,7 @@ and line or the option at fault; set CAIKIT_DEBUG=1 to see tracebacks.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 import os
 import sys
 from pathlib import Path
@@ -425,11 +426,166 @@ def _summary(stage: str, output: Path, report: dict) -> None:
     stderr().print(table)
 
 
-_later(
-    "label",
-    5,
-    """AI feedback: a feedback model picks (A) or (B) under a comparison principle; soft labels from log-probs.""",
-)
+@command()
+def label(
+    input: Input = "-",
+    output: Output = "-",
+    policy: Annotated[
+        Optional[str],
+        typer.Option("--policy", help="Sample responses from this model for prompts in INPUT (else INPUT holds pairs)."),
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", min=2, help="Responses sampled per prompt (all pairs labelled).")] = 2,
+    feedback_model: Annotated[str, typer.Option("--feedback-model", help="The model that judges.")] = "smollm2-135m-instruct",
+    constitution: Constitution = "default",
+    kind: Annotated[
+        str, typer.Option("--kind", help="Comparison principles to draw: harmlessness, helpfulness or all.")
+    ] = "harmlessness",
+    principles_per_label: Annotated[
+        int, typer.Option("--principles-per-label", help="K principles averaged per label (K > 1: an ensemble).")
+    ] = 1,
+    debias: Annotated[bool, typer.Option("--debias/--no-debias", help="Score both option orders and average.")] = True,
+    cot: Annotated[bool, typer.Option("--cot", help="Chain-of-thought: reason first, then score the answer.")] = False,
+    cot_samples: Annotated[int, typer.Option("--cot-samples", help="Reasoning chains averaged per order.")] = 1,
+    clamp: Annotated[str, typer.Option("--clamp", help="LO,HI: clamp CoT probabilities (the paper's best: 0.4,0.6).")] = "0.4,0.6",
+    few_shot: Annotated[bool, typer.Option("--few-shot", help="Show the constitution's comparison examples first.")] = False,
+    min_margin: Annotated[float, typer.Option("--min-margin", min=0.0, max=0.5, help="Drop pairs with |p - 0.5| < M.")] = 0.0,
+    hard: Annotated[bool, typer.Option("--hard", help="Write hard labels (1.0) instead of soft ones.")] = False,
+    check_human: Annotated[
+        Optional[str],
+        typer.Option("--check-human", help="Human-labelled pairs ({chosen, rejected}): report how often the AI agrees."),
+    ] = None,
+    format: Annotated[str, typer.Option("--format", help="Prompt file format with --policy (as redteam).")] = "auto",
+    max_new_tokens: MaxNewTokens = 256,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature for --policy and CoT.")] = 1.0,
+    top_p: TopP = 0.95,
+    backend: Backend = "transformers",
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    chat_template: ChatTemplate = None,
+    batch_size: BatchSize = 16,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Pairs scored and written together.")] = 32,
+    seed: Seed = 0,
+    limit: Limit = None,
+    resume: Resume = False,
+    quiet: Quiet = False,
+):
+    """AI feedback: a feedback model picks (A) or (B) under a comparison principle; soft labels from log-probs.
+
+    Input: prompts with --policy (K responses are sampled per prompt and every pair is labelled), or
+    pairs: {prompt, completion_a, completion_b}, {prompt, chosen, rejected}, or hh-rlhf transcripts.
+    Output: TRL conversational preference records {id, prompt, chosen, rejected, label = p(chosen
+    better)}, with per-principle probabilities for both option orders and provenance.
+
+    Example: caikit label -i runs/redteam.jsonl --policy runs/sl-cai -o runs/labels.jsonl
+    """
+    from caikit import backends, console, inputs
+    from caikit import constitution as constitutions
+    from caikit import label as stage
+    from caikit.outputs import JsonlWriter
+
+    console.setup_logging(quiet)
+    try:
+        lo, hi = (float(x) for x in clamp.split(","))
+    except ValueError:
+        raise CaikitError(f"--clamp {clamp}: expected LO,HI such as 0.4,0.6") from None
+    if not (0 <= lo <= hi <= 1):
+        raise CaikitError(f"--clamp {clamp}: need 0 <= LO <= HI <= 1")
+    if principles_per_label < 1:
+        raise CaikitError(f"--principles-per-label {principles_per_label}: must be at least 1")
+    if cot_samples < 1:
+        raise CaikitError(f"--cot-samples {cot_samples}: must be at least 1")
+    if kind not in ("harmlessness", "helpfulness", "all"):
+        raise CaikitError(f"--kind {kind}: choose harmlessness, helpfulness or all")
+    if check_human and policy:
+        raise CaikitError("--check-human labels the human pairs in FILE; it does not go with --policy")
+    const = constitutions.load(constitution)
+    comparisons = [c for c in const.comparisons if kind == "all" or c.kind == kind]
+    if len(comparisons) < principles_per_label:
+        raise CaikitError(
+            f"--principles-per-label {principles_per_label}: the constitution has {len(comparisons)} {kind} comparison principles"
+        )
+    sample_params = backends.SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    options = stage.LabelOptions(
+        principles_per_label=principles_per_label, debias=debias, cot=cot, cot_samples=cot_samples, clamp=(lo, hi),
+        few_shot=few_shot, seed=seed, chunk_size=chunk_size,
+        cot_params=backends.SamplingParams(max_new_tokens=128, temperature=max(temperature, 0.1), top_p=top_p, seed=seed),
+    )
+    build = functools.partial(
+        backends.build, backend, dtype=dtype, device=device, batch_size=batch_size, chat_template=chat_template
+    )
+    source = check_human or input
+    skipped = {"identical": 0, "empty": 0, "min_margin": 0}
+    if policy:
+        prompts = inputs.read_prompts(source, format)
+        prompts = prompts[:limit] if limit else prompts
+    else:
+        pairs, counts = inputs.read_pairs(source)
+        skipped.update(counts)
+        pairs = pairs[:limit] if limit else pairs
+    timer = console.Timer()
+    kept: list[dict] = []
+    with JsonlWriter(output, resume=resume) as out:
+        judge = None
+        if policy:
+            labelled = {i.rsplit("-", 2)[0] for i in out.done}
+            todo = [r for r in prompts if r["id"] not in labelled]
+            if todo:
+                sampler = build(policy)
+                with console.progress(f"sampling {samples} responses", len(todo), quiet) as advance:
+                    texts = sampler.generate([r["prompt"] for r in todo], replace(sample_params, n=samples))
+                    advance(len(todo))
+                judge = sampler if feedback_model == policy else None
+                pairs = stage.make_pairs(todo, [texts[k * samples : (k + 1) * samples] for k in range(len(todo))])
+                for pair in pairs:
+                    skipped["identical"] += pair["a"].strip() == pair["b"].strip()
+                    skipped["empty"] += not (pair["a"].strip() and pair["b"].strip())
+                pairs = [p for p in pairs if p["a"].strip() and p["b"].strip() and p["a"].strip() != p["b"].strip()]
+            else:
+                pairs = []
+        else:
+            pairs = [p for p in pairs if p["id"] not in out.done]
+        if pairs:
+            judge = judge or build(feedback_model)
+            with console.progress("labelling pairs", len(pairs), quiet) as advance:
+                for record in stage.label_pairs(pairs, judge, const, comparisons, options, advance):
+                    if abs(record["p_a"] - 0.5) < min_margin:
+                        skipped["min_margin"] += 1
+                        continue
+                    if hard:
+                        record["soft_label"], record["label"] = record["label"], 1.0
+                    kept.append(record)
+                    out.write(record)
+    if not quiet:
+        _label_summary(kept, skipped, timer.seconds, output, check_human)
+
+
+def _label_summary(records, skipped, seconds, output, check_human):
+    from rich.table import Table
+
+    from caikit.console import stderr
+    from caikit.label import summarize, wilson
+
+    stats = summarize(records)
+    table = Table(title=f"caikit label -> {'stdout' if output == '-' else output}", show_header=False)
+    table.add_row("pairs labelled", str(stats["pairs"]))
+    for reason, count in skipped.items():
+        if count:
+            table.add_row(f"skipped ({reason.replace('_', ' ')})", str(count))
+    if records:
+        table.add_row("mean label p(chosen)", f"{stats['mean_label']:.3f}")
+        table.add_row("mean confidence |2p-1|", f"{stats['mean_confidence']:.3f}")
+        if stats["position_bias"] is not None:
+            table.add_row("position bias p(first slot)", f"{stats['position_bias']:.3f}")
+        for pid, share in stats["principle_agreement"].items():
+            table.add_row(f"agreement with ensemble: {pid}", f"{share:.2f}")
+    if check_human and records:
+        agree = sum(r["p_a"] > 0.5 for r in records)
+        lo, hi = wilson(agree, len(records))
+        table.add_row("AI agrees with the human choice", f"{agree / len(records):.3f} (95% CI {lo:.3f}-{hi:.3f}, n={len(records)})")
+    table.add_row("seconds", f"{seconds:.1f} ({len(records) / seconds if seconds else 0:.2f} pairs/s)")
+    stderr().print(table)
+
+
 _later(
     "train-pm",
     6,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -31,17 +32,17 @@ def say(text: str) -> None:
 def setup_logging(quiet: bool) -> None:
     """caikit logs to stderr; the libraries' own chatter (progress bars, advice) is turned down."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notices, not ours
     handler = RichHandler(console=stderr(), show_time=False, show_path=False, markup=False)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler], force=True, format="%(message)s")
     for noisy in ("transformers", "huggingface_hub", "datasets", "accelerate", "filelock", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    try:
-        import transformers
+    import datasets
+    import transformers
 
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-    except ImportError:
-        pass
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 @contextmanager

@@ -222,3 +222,56 @@ def read_completions(path: str) -> list[dict]:
         first_line[rid] = number
         records.append({**row, "id": rid, "prompt": prompt, "completion": completion})
     return records
+
+
+def split_transcript(text: str) -> tuple[list[dict], str] | None:
+    """An hh-rlhf transcript as (conversation up to the last human turn, final assistant reply)."""
+    turns = parse_transcript(text, keep_history=True)
+    parts = _TURN.split(text)
+    if not turns or len(parts) < 5 or parts[-2] != "Assistant":
+        return None
+    return turns, parts[-1].strip()
+
+
+def _response(value, where, key) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, list) and value and isinstance(value[-1], dict) and isinstance(value[-1].get("content"), str):
+        return value[-1]["content"].strip()
+    raise located(*where, f"'{key}' must be a string or a list ending with an assistant message")
+
+
+def read_pairs(path: str) -> tuple[list[dict], dict]:
+    """Pairs to label, `{"id", "prompt", "a", "b", ...}`, from `{prompt, completion_a, completion_b}`,
+    `{prompt, chosen, rejected}` or hh-rlhf `{chosen, rejected}` transcripts (a = chosen).
+    Pairs with an empty or identical response are skipped and counted."""
+    from caikit.label import pair_id
+
+    pairs, skipped = [], {"identical": 0, "empty": 0}
+    for number, row in read_jsonl(path):
+        where = (path, number)
+        if "completion_a" in row and "completion_b" in row:
+            keys = ("completion_a", "completion_b")
+        elif "chosen" in row and "rejected" in row:
+            keys = ("chosen", "rejected")
+        else:
+            raise located(*where, "not a pair: needs 'completion_a'/'completion_b' or 'chosen'/'rejected'")
+        if "prompt" not in row and all(isinstance(row[k], str) and looks_like_transcript(row[k]) for k in keys):
+            first, second = split_transcript(row[keys[0]]), split_transcript(row[keys[1]])
+            if first is None or second is None:
+                raise located(*where, "hh-rlhf transcripts must end with an Assistant turn")
+            prompt, a, b = first[0], first[1], second[1]
+        elif "prompt" in row:
+            prompt = prompt_of({"prompt": row["prompt"]}, where)
+            a, b = _response(row[keys[0]], where, keys[0]), _response(row[keys[1]], where, keys[1])
+        else:
+            raise located(*where, "no 'prompt' (and the responses are not hh-rlhf transcripts)")
+        if not a or not b:
+            skipped["empty"] += 1
+            continue
+        if a == b:
+            skipped["identical"] += 1
+            continue
+        extra = {k: v for k, v in row.items() if k not in (*keys, "prompt", "id", "caikit", "label", "principles", "p_a")}
+        pairs.append({"id": pair_id(prompt, a, b), "prompt": prompt, "a": a, "b": b, **extra})
+    return pairs, skipped

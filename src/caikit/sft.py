@@ -139,6 +139,7 @@ def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool
         peft_config=peft_config,
         callbacks=[training.progress_callback(quiet)],
     )
+    training.quiet_trainer(trainer)
     return trainer, tokenizer, path, lr
 
 

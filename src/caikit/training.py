@@ -85,6 +85,14 @@ def write_report(path: Path, report: dict) -> None:
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
+def quiet_trainer(trainer) -> None:
+    """Trainers print their logs to stdout when tqdm is off; stdout is for data, so drop that printer."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
 def progress_callback(quiet: bool, metric: str = "loss"):
     """A TrainerCallback drawing a rich bar with the latest `metric` on stderr (log lines when not a terminal)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
