@@ -8,6 +8,7 @@ and line or the option at fault; set CAIKIT_DEBUG=1 to see tracebacks.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import replace
 import os
 import sys
@@ -586,23 +587,114 @@ def _label_summary(records, skipped, seconds, output, check_human):
     stderr().print(table)
 
 
-_later(
-    "train-pm",
-    6,
-    """Train a preference model on soft AI labels and human comparisons with TRL's RewardTrainer.""",
-)
+@command("train-pm")
+def train_pm(
+    data: Annotated[
+        list[str],
+        typer.Option("--data", help="FILE[:WEIGHT], repeatable: label output or human pairs; WEIGHT x its size is used."),
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output preference-model dir (written atomically).")],
+    base_model: Annotated[str, typer.Option("--base-model", help="Causal LM to put a reward head on.")] = "smollm2-135m-instruct",
+    lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter (merged at the end) plus the head.")] = False,
+    lora_r: Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")] = 16,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha", min=1, help="LoRA alpha.")] = 32,
+    lora_targets: Annotated[str, typer.Option("--lora-targets", help="all-linear or module names.")] = "all-linear",
+    epochs: Annotated[float, typer.Option("--epochs", min=0.0, help="Passes over the data.")] = 1.0,
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after N optimizer steps.")] = -1,
+    lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate (default 1e-5 full, 1e-4 LoRA).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Pairs per device batch.")] = 4,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Gradient accumulation steps.")] = 1,
+    max_length: Annotated[int, typer.Option("--max-length", min=16, help="Drop pairs longer than N tokens.")] = 1024,
+    eval_split: Annotated[float, typer.Option("--eval-split", min=0.0, max=0.9, help="Fraction held out for metrics.")] = 0.1,
+    center_rewards: Annotated[
+        Optional[float], typer.Option("--center-rewards", min=0.0, help="Coefficient pulling mean rewards to 0.")
+    ] = None,
+    save_steps: Annotated[int, typer.Option("--save-steps", min=1, help="Checkpoint every N steps (for --resume).")] = 50,
+    seed: Seed = 0,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    chat_template: ChatTemplate = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output dir.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in DIR.tmp/.")] = False,
+    quiet: Quiet = False,
+):
+    """Train a preference model on soft AI labels (and human pairs) with TRL's RewardTrainer.
+
+    The loss is the binary cross-entropy between sigma(r_chosen - r_rejected) and the soft label, as in
+    the paper; human pairs ({chosen, rejected} transcripts) count as hard labels. Reports held-out
+    pairwise accuracy, mean margin and calibration error (ECE) in caikit_train.json.
+
+    Example: caikit train-pm --data runs/labels.jsonl --data hh.jsonl.gz:0.1 -o runs/pm
+    """
+    from caikit import console, training
+    from caikit import pm as stage
+    from caikit.sft import LoraOptions
+
+    console.setup_logging(quiet)
+    sources = [training.parse_weighted(d, "--data") for d in data]
+    options = stage.PmOptions(
+        base_model=base_model, epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
+        grad_accum=grad_accum, max_length=max_length, seed=seed, eval_split=eval_split,
+        center_rewards=center_rewards, save_steps=save_steps,
+        lora=LoraOptions(lora_r, lora_alpha, 0.05, lora_targets) if lora else None,
+        device=device, dtype=dtype, chat_template=chat_template,
+    )
+    report = stage.run(sources, output, options, overwrite=overwrite, resume=resume, quiet=quiet)
+    if not quiet:
+        flat = dict(report)
+        metrics = report["metrics"]
+        part = metrics["held_out"] or metrics["train"]
+        which = "held-out" if metrics["held_out"] else "train"
+        flat["metrics"] = {
+            "steps": metrics["steps"], "train_loss": metrics["train_loss"],
+            f"{which} accuracy": part["accuracy"], f"{which} mean margin": part["mean_margin"], f"{which} ECE": part["ece"],
+        }
+        _summary("train-pm", output, flat)
+
+
+eval_app = typer.Typer(name="eval", help="Evaluate models and preference models.", no_args_is_help=True)
+app.add_typer(eval_app)
+
+
+@command("pm", group=eval_app)
+def eval_pm(
+    pm: Annotated[Path, typer.Option("--pm", help="Preference-model dir (from caikit train-pm).")],
+    data: Annotated[
+        list[str], typer.Option("--data", help="Comparison file or directory, repeatable (438 HHH, BIG-bench JSON, pairs).")
+    ],
+    batch_size: BatchSize = 8,
+    device: Device = "auto",
+    quiet: Quiet = False,
+):
+    """Accuracy of a preference model on HHH-style comparisons, with 95% intervals and per-subset rows.
+
+    Prints the results as JSON on stdout and a table on stderr.
+
+    Example: caikit eval pm --pm runs/pm --data ../shared/data/anthropic-cai/evals/438HHHEvaluations.jsonl
+    """
+    from rich.table import Table
+
+    from caikit import console, evals
+    from caikit.pm import PreferenceModel
+
+    console.setup_logging(quiet)
+    items = evals.load_items(data)
+    model = PreferenceModel(pm, device=device, batch_size=batch_size)
+    results = {"pm": str(pm), "data": data, **evals.pm_accuracy(model, items)}
+    typer.echo(json.dumps(results))
+    if not quiet:
+        table = Table("subset", "n", "accuracy", "95% CI", title=f"caikit eval pm: {pm}")
+        rows = [("all", results["overall"])] + list(results["subsets"].items())
+        for name, r in rows:
+            table.add_row(name, str(r["n"]), f"{r['accuracy']:.3f}", f"{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}")
+        console.stderr().print(table)
+
+
 _later(
     "rlaif",
     7,
     """Reinforcement learning from AI feedback against the preference model with a KL penalty (TRL RLOO/GRPO).""",
 )
-_later(
-    "eval",
-    8,
-    """Harmlessness, helpfulness and over-refusal, Elo across models, HHH multiple-choice accuracy, plots.""",
-)
-
-
 def main():
     app()
 

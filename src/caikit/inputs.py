@@ -241,31 +241,34 @@ def _response(value, where, key) -> str:
     raise located(*where, f"'{key}' must be a string or a list ending with an assistant message")
 
 
+def pair_of(row: dict, where: tuple) -> tuple[list[dict], str, str, tuple[str, str]]:
+    """(prompt, first response, second response, the two keys) of a pair record in any accepted shape:
+    `{prompt, completion_a, completion_b}`, `{prompt, chosen, rejected}`, hh-rlhf `{chosen, rejected}`
+    transcripts, or the paper's HHH rows `{text_correct, text_incorrect}`."""
+    for keys in (("completion_a", "completion_b"), ("chosen", "rejected"), ("text_correct", "text_incorrect")):
+        if keys[0] in row and keys[1] in row:
+            break
+    else:
+        raise located(*where, "not a pair: needs 'completion_a'/'completion_b' or 'chosen'/'rejected'")
+    if keys[0] == "text_correct" or ("prompt" not in row and all(isinstance(row[k], str) and looks_like_transcript(row[k]) for k in keys)):
+        first, second = split_transcript(row[keys[0]]), split_transcript(row[keys[1]])
+        if first is None or second is None:
+            raise located(*where, "hh-rlhf transcripts must end with an Assistant turn")
+        return first[0], first[1], second[1], keys
+    if "prompt" not in row:
+        raise located(*where, "no 'prompt' (and the responses are not hh-rlhf transcripts)")
+    prompt = prompt_of({"prompt": row["prompt"]}, where)
+    return prompt, _response(row[keys[0]], where, keys[0]), _response(row[keys[1]], where, keys[1]), keys
+
+
 def read_pairs(path: str) -> tuple[list[dict], dict]:
-    """Pairs to label, `{"id", "prompt", "a", "b", ...}`, from `{prompt, completion_a, completion_b}`,
-    `{prompt, chosen, rejected}` or hh-rlhf `{chosen, rejected}` transcripts (a = chosen).
-    Pairs with an empty or identical response are skipped and counted."""
+    """Pairs to label, `{"id", "prompt", "a", "b", ...}` (a = chosen when relabelling), from any shape
+    `pair_of` accepts. Pairs with an empty or identical response are skipped and counted."""
     from caikit.label import pair_id
 
     pairs, skipped = [], {"identical": 0, "empty": 0}
     for number, row in read_jsonl(path):
-        where = (path, number)
-        if "completion_a" in row and "completion_b" in row:
-            keys = ("completion_a", "completion_b")
-        elif "chosen" in row and "rejected" in row:
-            keys = ("chosen", "rejected")
-        else:
-            raise located(*where, "not a pair: needs 'completion_a'/'completion_b' or 'chosen'/'rejected'")
-        if "prompt" not in row and all(isinstance(row[k], str) and looks_like_transcript(row[k]) for k in keys):
-            first, second = split_transcript(row[keys[0]]), split_transcript(row[keys[1]])
-            if first is None or second is None:
-                raise located(*where, "hh-rlhf transcripts must end with an Assistant turn")
-            prompt, a, b = first[0], first[1], second[1]
-        elif "prompt" in row:
-            prompt = prompt_of({"prompt": row["prompt"]}, where)
-            a, b = _response(row[keys[0]], where, keys[0]), _response(row[keys[1]], where, keys[1])
-        else:
-            raise located(*where, "no 'prompt' (and the responses are not hh-rlhf transcripts)")
+        prompt, a, b, keys = pair_of(row, (path, number))
         if not a or not b:
             skipped["empty"] += 1
             continue
@@ -275,3 +278,28 @@ def read_pairs(path: str) -> tuple[list[dict], dict]:
         extra = {k: v for k, v in row.items() if k not in (*keys, "prompt", "id", "caikit", "label", "principles", "p_a")}
         pairs.append({"id": pair_id(prompt, a, b), "prompt": prompt, "a": a, "b": b, **extra})
     return pairs, skipped
+
+
+def read_preferences(path: str) -> list[dict]:
+    """Preference examples `{"prompt", "chosen", "rejected", "label", "subset"?}` for a preference model.
+    `label` is p(chosen better): a record's soft `label` (label output) or 1.0 for human pairs."""
+    rows = []
+    for number, row in read_jsonl(path):
+        where = (path, number)
+        prompt, chosen, rejected, _ = pair_of(row, where)
+        if not chosen or not rejected:
+            raise located(*where, "a response is empty")
+        label = row.get("label", 1.0)
+        if isinstance(label, bool) or not isinstance(label, (int, float)) or not 0 <= label <= 1:
+            raise located(*where, f"label {label!r} is not a probability in [0, 1]")
+        example = {
+            "prompt": prompt,
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+            "label": float(label),
+        }
+        subset = row.get("subset", row.get("category"))
+        if isinstance(subset, str):
+            example["subset"] = subset
+        rows.append(example)
+    return rows

@@ -1,0 +1,291 @@
+"""Preference models: training on soft AI labels (`caikit train-pm`) and scoring (`caikit eval pm`).
+
+A preference model is a causal LM with a one-logit sequence-classification head; its reward for a
+conversation is the logit at the last token. Training uses TRL's RewardTrainer with one change, as
+in the paper: the loss is the binary cross-entropy between sigma(r_chosen - r_rejected) and the
+soft label p = p(chosen better), i.e. -(p log sigma(d) + (1 - p) log sigma(-d)); a hard label
+(p = 1) gives TRL's usual -log sigma(d).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from caikit import inputs, models, training
+from caikit.errors import CaikitError
+
+log = logging.getLogger(__name__)
+
+
+def soft_preference_loss(delta, labels):
+    """BCE between sigma(delta) and soft labels (torch tensors)."""
+    import torch.nn.functional as F
+
+    return F.binary_cross_entropy_with_logits(delta, labels)
+
+
+def soft_reward_trainer():
+    """TRL's RewardTrainer, taught to carry a soft `label` column and use it in the loss."""
+    import torch
+    from trl import RewardTrainer
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    class SoftLabelCollator(DataCollatorForPreference):
+        def torch_call(self, examples):
+            batch = super().torch_call(examples)
+            batch["label"] = torch.tensor([float(e["label"]) for e in examples])
+            return batch
+
+    class SoftRewardTrainer(RewardTrainer):
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if "label" not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, "label"]
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs.pop("label").float()
+            mode = "train" if self.model.training else "eval"
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+            chosen, rejected = torch.chunk(outputs.logits.squeeze(-1).float(), chunks=2)
+            delta = chosen - rejected
+            loss = soft_preference_loss(delta, labels.to(delta.device))
+            if self.args.center_rewards_coefficient is not None:
+                loss = loss + self.args.center_rewards_coefficient * torch.mean((chosen + rejected) ** 2)
+            with torch.no_grad():
+                self._metrics[mode]["accuracy"].append(((delta > 0).float() == (labels > 0.5).float()).float().mean().item())
+                self._metrics[mode]["margin"].append(delta.mean().item())
+            return (loss, outputs) if return_outputs else loss
+
+    return SoftRewardTrainer, SoftLabelCollator
+
+
+@dataclass
+class PmOptions:
+    base_model: str = models.DEFAULT_MODEL
+    epochs: float = 1.0
+    max_steps: int = -1
+    lr: float | None = None  # default: 1e-5 full, 1e-4 LoRA
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 1024
+    seed: int = 0
+    eval_split: float = 0.1
+    center_rewards: float | None = None
+    save_steps: int = 50
+    lora: object = None  # sft.LoraOptions
+    device: str = "auto"
+    dtype: str = "auto"
+    chat_template: Path | None = None
+
+
+def mixed_preferences(sources: list[tuple[str, float]], seed: int) -> tuple[list[dict], list[dict]]:
+    """Examples from each FILE:WEIGHT (WEIGHT x its record count, seeded; repeated when > 1)."""
+    rng = random.Random(seed)
+    rows, described = [], []
+    for path, weight in sources:
+        examples = inputs.read_preferences(path)
+        count = max(1, round(weight * len(examples)))
+        rows += training.take(examples, count, rng)
+        hard = sum(1 for e in examples if e["label"] in (0.0, 1.0))
+        described.append(
+            {"path": path, "sha256": training.sha256_file(path), "records": len(examples), "weight": weight, "used": count, "hard_labels": hard}
+        )
+    rng.shuffle(rows)
+    if len(rows) < 2:
+        raise CaikitError(f"--data: need at least 2 preference records, got {len(rows)}")
+    return rows, described
+
+
+class PreferenceModel:
+    """Rewards from a trained preference model dir, computed on text with the PM's own chat template."""
+
+    def __init__(self, path: str | Path, device: str = "auto", batch_size: int = 8, max_length: int = 2048):
+        import torch
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise CaikitError(f"--pm {path}: not a model dir (no config.json)")
+        config = AutoConfig.from_pretrained(path)
+        if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])) or config.num_labels != 1:
+            raise CaikitError(f"--pm {path}: not a one-logit sequence-classification model (train one with caikit train-pm)")
+        self.device = models.pick_device(device)
+        self.tokenizer = models.load_tokenizer(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model.to(self.device).eval()
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.path = path
+
+    def rewards(self, conversations: list[list[dict]]) -> list[float]:
+        """One scalar per full conversation (prompt + response)."""
+        import torch
+
+        texts = [self.tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = [0.0] * len(texts)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            enc = self.tokenizer(
+                [texts[i] for i in idx], add_special_tokens=False, padding=True, truncation=True,
+                max_length=self.max_length, return_tensors="pt", padding_side="right",
+            ).to(self.device)
+            with torch.inference_mode():
+                logits = self.model(**enc).logits.squeeze(-1).float().tolist()
+            for i, value in zip(idx, logits):
+                out[i] = value
+        return out
+
+
+def pair_metrics(chosen: list[float], rejected: list[float], labels: list[float], bins: int = 10) -> dict:
+    """Pairwise accuracy (vs label > 0.5), mean margin, and expected calibration error of sigma(delta)."""
+    deltas = [c - r for c, r in zip(chosen, rejected)]
+    probs = [1 / (1 + math.exp(-max(min(d, 60), -60))) for d in deltas]
+    decided = [(d, y) for d, y in zip(deltas, labels) if y != 0.5]
+    correct = sum((d > 0) == (y > 0.5) for d, y in decided)
+    ece = 0.0
+    for b in range(bins):
+        members = [(p, y) for p, y in zip(probs, labels) if b / bins <= p < (b + 1) / bins or (b == bins - 1 and p == 1.0)]
+        if members:
+            ece += len(members) / len(probs) * abs(sum(p for p, _ in members) / len(members) - sum(y for _, y in members) / len(members))
+    from caikit.label import wilson
+
+    lo, hi = wilson(correct, len(decided))
+    return {
+        "pairs": len(deltas),
+        "accuracy": correct / len(decided) if decided else None,
+        "accuracy_ci95": [lo, hi],
+        "mean_margin": sum(deltas) / len(deltas) if deltas else None,
+        "ece": ece,
+    }
+
+
+def evaluate_pairs(pm: PreferenceModel, rows: list[dict]) -> dict:
+    chosen = pm.rewards([r["prompt"] + r["chosen"] for r in rows])
+    rejected = pm.rewards([r["prompt"] + r["rejected"] for r in rows])
+    return pair_metrics(chosen, rejected, [r["label"] for r in rows])
+
+
+def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, overwrite=False, resume=False, quiet=False) -> dict:
+    """Train a preference model, save it to `out` atomically, and return the caikit_train.json report."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification
+    from trl import RewardConfig
+
+    if out.exists() and not overwrite:
+        raise CaikitError(f"-o {out}: already exists; pass --overwrite to replace it")
+    rows, described = mixed_preferences(sources, options.seed)
+    device = models.pick_device(options.device)
+    dtype = models.pick_dtype(options.dtype, device)
+    path = models.resolve(options.base_model)
+    tokenizer = models.load_tokenizer(path, options.chat_template)
+    work = training.prepare_output(out, overwrite=overwrite, resume=resume)
+
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype, use_safetensors=True)
+    # The classification head reads the last non-pad token: without pad_token_id it reads a pad and
+    # accuracy silently stalls near chance. Set it on the model and in the saved config.
+    model.config.pad_token_id = tokenizer.pad_token_id
+    fields = ("prompt", "chosen", "rejected", "label")
+    dataset = Dataset.from_list([{k: r[k] for k in fields} for r in rows])
+    held_out = []
+    if options.eval_split > 0 and len(rows) >= 10:
+        split = dataset.train_test_split(test_size=options.eval_split, seed=options.seed)
+        dataset, eval_dataset = split["train"], split["test"]
+        held_out = [dict(e) for e in eval_dataset]
+    else:
+        eval_dataset = None
+    lr = options.lr or (1e-4 if options.lora else 1e-5)
+    config = RewardConfig(
+        output_dir=str(work),
+        num_train_epochs=options.epochs,
+        max_steps=options.max_steps,
+        learning_rate=lr,
+        per_device_train_batch_size=options.batch_size,
+        per_device_eval_batch_size=options.batch_size,
+        gradient_accumulation_steps=options.grad_accum,
+        max_length=options.max_length,
+        center_rewards_coefficient=options.center_rewards,
+        seed=options.seed,
+        data_seed=options.seed,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=options.save_steps,
+        save_total_limit=2,
+        eval_strategy="epoch" if eval_dataset is not None else "no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=device == "cpu",
+        bf16=dtype == torch.bfloat16,
+        remove_unused_columns=True,
+    )
+    peft_config = None
+    if options.lora:
+        from peft import LoraConfig
+
+        targets = options.lora.targets
+        peft_config = LoraConfig(
+            r=options.lora.r, lora_alpha=options.lora.alpha, lora_dropout=options.lora.dropout,
+            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+            task_type="SEQ_CLS", modules_to_save=["score"],
+        )
+    Trainer, Collator = soft_reward_trainer()
+    trainer = Trainer(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        data_collator=Collator(pad_token_id=tokenizer.pad_token_id),
+        peft_config=peft_config,
+        callbacks=[training.progress_callback(quiet)],
+    )
+    training.quiet_trainer(trainer)
+    checkpoint = training.last_checkpoint(work) if resume else None
+    if checkpoint:
+        log.info("resuming from %s", checkpoint)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+
+    final = work / "final"
+    trained = trainer.model.merge_and_unload() if options.lora else trainer.model
+    trained.config.pad_token_id = tokenizer.pad_token_id
+    trained.save_pretrained(final, safe_serialization=True)
+    tokenizer.save_pretrained(final)
+    pm = PreferenceModel(final, device=device)
+    train_rows = [dict(e) for e in dataset]
+    metrics = {
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "held_out": evaluate_pairs(pm, held_out) if held_out else None,
+        "train": evaluate_pairs(pm, train_rows[:256]),
+    }
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    report = {
+        "stage": "train-pm",
+        "base_model": options.base_model,
+        "base_path": str(path),
+        "data": described,
+        "examples": {"train": len(dataset), "eval": len(held_out)},
+        "hyperparameters": {
+            "epochs": options.epochs, "max_steps": options.max_steps, "lr": lr, "batch_size": options.batch_size,
+            "grad_accum": options.grad_accum, "max_length": options.max_length, "seed": options.seed,
+            "eval_split": options.eval_split, "center_rewards": options.center_rewards,
+            "loss": "bce(sigmoid(r_chosen - r_rejected), soft label)",
+            "lora": vars(options.lora) if options.lora else None, "device": device,
+        },
+        "metrics": metrics,
+        "loss_history": losses,
+        "resumed_from": Path(checkpoint).name if checkpoint else None,
+        "seconds": round(seconds, 1),
+    }
+    training.write_report(final / "caikit_train.json", report)
+    training.publish(work, out)
+    return report
