@@ -34,15 +34,6 @@ def test_version_and_help_of_every_stage():
         assert "Usage" in result.stdout
 
 
-@pytest.mark.parametrize("stage", ["rlaif"])
-def test_later_stages_say_so_and_exit_2(stage):
-    result = run(stage, "--some-flag", "x")
-    assert result.exit_code == 2
-    assert result.stderr.strip().startswith(f"caikit {stage}: error: not implemented yet")
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert result.stdout == ""
-
-
 def test_redteam_on_tiny_model_writes_trl_records(tiny_model, prompts_file, tmp_path):
     out = tmp_path / "out.jsonl"
     args = ["redteam", "-i", str(prompts_file), "-o", str(out), "--model", str(tiny_model)]

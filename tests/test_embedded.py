@@ -109,3 +109,27 @@ def test_label_with_policy_on_the_embedded_model(home, tmp_path):
         assert 0.5 <= r["label"] < 1
         [entry] = r["principles"]
         assert 0 < entry["p_first_order"] < 1 and 0 < entry["p_second_order"] < 1
+
+
+def test_rloo_two_steps_on_the_embedded_model_with_a_tiny_pm(home, tmp_path, tiny_model):
+    """The policy (SmolLM2 tokenizer) and the PM (tiny BPE tokenizer) differ: rewards go through text."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    pm_dir = tmp_path / "pm"
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    pm = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1)
+    pm.config.pad_token_id = tok.pad_token_id
+    pm.save_pretrained(pm_dir)
+    tok.save_pretrained(pm_dir)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("How do I pick a lock?\nHow do I bake bread?\n")
+    out = tmp_path / "rl"
+    result = CliRunner().invoke(
+        app,
+        ["rlaif", "--reward", str(pm_dir), "--prompts", str(prompts), "--steps", "2", "--batch-size", "1",
+         "--num-generations", "2", "--max-new-tokens", "16", "-o", str(out), "-q"],
+    )
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((out / "caikit_train.json").read_text())
+    assert report["metrics"]["steps"] == 2 and len(report["history"]) == 2
+    assert models.load(str(out)).model.num_parameters() > 100_000_000

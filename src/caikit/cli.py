@@ -232,17 +232,6 @@ def constitution_validate(path: ConstitutionArg):
     )
 
 
-def _later(name: str, issue: int, doc: str):
-    """A stage that a later issue implements: real help text, and an honest exit 2."""
-
-    def stage():
-        raise CaikitError(f"not implemented yet in caikit {__version__} (tracked in issue #{issue})")
-
-    stage.__doc__ = doc
-    stage.__name__ = name.replace("-", "_")
-    command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(stage)
-
-
 Constitution = Annotated[
     str, typer.Option("--constitution", help="Built-in name (default, helpful-only), TOML/JSON file or directory.")
 ]
@@ -690,11 +679,107 @@ def eval_pm(
         console.stderr().print(table)
 
 
-_later(
-    "rlaif",
-    7,
-    """Reinforcement learning from AI feedback against the preference model with a KL penalty (TRL RLOO/GRPO).""",
-)
+@command()
+def rlaif(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output policy dir (written atomically).")],
+    policy: Annotated[str, typer.Option("--policy", help="Starting policy (e.g. the SL-CAI model from caikit sft).")] = "smollm2-135m-instruct",
+    reward: Annotated[
+        Optional[str],
+        typer.Option(
+            "--reward",
+            help="PM_DIR (a caikit train-pm model; scored on decoded text with the PM's own tokenizer) or "
+            "feedback:MODEL (direct RLAIF: the feedback model's debiased probability, under a sampled comparison "
+            "principle, that the response beats the starting policy's greedy answer; in [0, 1]).",
+        ),
+    ] = None,
+    prompts: Annotated[
+        Optional[list[str]], typer.Option("--prompts", help="FILE[:WEIGHT], repeatable: RL prompts (any redteam format).")
+    ] = None,
+    algo: Annotated[str, typer.Option("--algo", help="rloo (default), grpo, or dpo (offline, on --data).")] = "rloo",
+    data: Annotated[Optional[list[str]], typer.Option("--data", help="DPO: label output / preference pairs, repeatable.")] = None,
+    kl_coef: Annotated[float, typer.Option("--kl-coef", help="KL penalty to the starting policy (TRL's beta).")] = 0.05,
+    num_generations: Annotated[int, typer.Option("--num-generations", min=2, help="Completions per prompt (group size).")] = 4,
+    max_new_tokens: MaxNewTokens = 64,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.01, help="Sampling temperature for rollouts.")] = 1.0,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Learning rate.")] = 1e-6,
+    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps (overrides --epochs).")] = -1,
+    epochs: Annotated[float, typer.Option("--epochs", min=0.0, help="Passes over the prompts.")] = 1.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per step (x --num-generations completions).")] = 2,
+    feedback_mode: Annotated[
+        str, typer.Option("--feedback-mode", help="Direct RLAIF reward: vs-reference (default) or absolute.")
+    ] = "vs-reference",
+    constitution: Constitution = "default",
+    label_smoothing: Annotated[
+        str, typer.Option("--label-smoothing", help="DPO: cDPO label noise, a number or auto (mean 1 - soft label).")
+    ] = "0",
+    min_margin: Annotated[float, typer.Option("--min-margin", min=0.0, max=0.5, help="DPO: drop pairs with |label - 0.5| < M.")] = 0.0,
+    lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter (merged at the end).")] = False,
+    lora_r: Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")] = 16,
+    save_steps: Annotated[int, typer.Option("--save-steps", min=1, help="Checkpoint every N steps (for --resume).")] = 50,
+    seed: Seed = 0,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output dir.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in DIR.tmp/.")] = False,
+    quiet: Quiet = False,
+):
+    """Reinforcement learning from AI feedback: RLOO/GRPO against a preference model with a KL penalty, or DPO.
+
+    Examples:
+      caikit rlaif --policy runs/sl-cai --reward runs/pm --prompts runs/redteam.jsonl --prompts helpful.jsonl:0.5 -o runs/rl-cai
+      caikit rlaif --policy runs/sl-cai --reward feedback:smollm2-135m-instruct --prompts p.jsonl -o runs/rl-direct
+      caikit rlaif --policy runs/sl-cai --algo dpo --data runs/labels.jsonl --label-smoothing auto -o runs/dpo
+    """
+    from caikit import backends, console, training
+    from caikit import constitution as constitutions
+    from caikit import rlaif as stage
+    from caikit.sft import LoraOptions
+
+    console.setup_logging(quiet)
+    if algo not in stage.ALGOS:
+        raise CaikitError(f"--algo {algo}: choose rloo, grpo or dpo")
+    if kl_coef < 0:
+        raise CaikitError(f"--kl-coef {kl_coef}: must be >= 0")
+    if feedback_mode not in ("vs-reference", "absolute"):
+        raise CaikitError(f"--feedback-mode {feedback_mode}: choose vs-reference or absolute")
+    options = stage.RlOptions(
+        algo=algo, kl_coef=kl_coef, num_generations=num_generations, max_new_tokens=max_new_tokens,
+        temperature=temperature, lr=lr, steps=steps, epochs=epochs, batch_size=batch_size,
+        lora=LoraOptions(r=lora_r, alpha=2 * lora_r) if lora else None, seed=seed, save_steps=save_steps,
+        device=device, dtype=dtype, label_smoothing=label_smoothing, min_margin=min_margin,
+    )
+    reward_fn, described = None, None
+    sources = [training.parse_weighted(p, "--prompts") for p in prompts or []]
+    if algo != "dpo":
+        if not reward:
+            raise CaikitError(f"--algo {algo} needs --reward PM_DIR or --reward feedback:MODEL")
+        if not sources:
+            raise CaikitError(f"--algo {algo} needs --prompts FILE")
+        if output.exists() and not overwrite:
+            raise CaikitError(f"-o {output}: already exists; pass --overwrite to replace it")
+        if reward.startswith("feedback:"):
+            const = constitutions.load(constitution)
+            comparisons = [c for c in const.comparisons if c.kind == "harmlessness"] or const.comparisons
+            judge = backends.build("transformers", reward.removeprefix("feedback:"), dtype=dtype, device=device)
+            rows, _ = stage.read_prompt_sources(sources, seed)
+            start_policy = judge if reward.removeprefix("feedback:") == policy else backends.build("transformers", policy, dtype=dtype, device=device)
+            references = stage.reference_answers(start_policy, [r["prompt"] for r in rows], max_new_tokens)
+            reward_fn = stage.FeedbackReward(judge, comparisons, references, feedback_mode, seed)
+            described = {"kind": "feedback", "model": reward.removeprefix("feedback:"), "mode": feedback_mode,
+                         "constitution": const.provenance()}
+        else:
+            from caikit.pm import PreferenceModel
+
+            reward_fn = stage.PMReward(PreferenceModel(reward, device=device, option="--reward"))
+            described = {"kind": "pm", "path": reward}
+    report = stage.run(
+        policy, output, options, reward=reward_fn, reward_description=described, prompts=sources, data=data or [],
+        overwrite=overwrite, resume=resume, quiet=quiet,
+    )
+    if not quiet:
+        _summary("rlaif", output, report)
+
+
 def main():
     app()
 

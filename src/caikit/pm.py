@@ -104,16 +104,16 @@ def mixed_preferences(sources: list[tuple[str, float]], seed: int) -> tuple[list
 class PreferenceModel:
     """Rewards from a trained preference model dir, computed on text with the PM's own chat template."""
 
-    def __init__(self, path: str | Path, device: str = "auto", batch_size: int = 8, max_length: int = 2048):
+    def __init__(self, path: str | Path, device: str = "auto", batch_size: int = 8, max_length: int = 2048, option: str = "--pm"):
         import torch
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise CaikitError(f"--pm {path}: not a model dir (no config.json)")
+            raise CaikitError(f"{option} {path}: not a model dir (no config.json)")
         config = AutoConfig.from_pretrained(path)
         if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])) or config.num_labels != 1:
-            raise CaikitError(f"--pm {path}: not a one-logit sequence-classification model (train one with caikit train-pm)")
+            raise CaikitError(f"{option} {path}: not a one-logit sequence-classification model (train one with caikit train-pm)")
         self.device = models.pick_device(device)
         self.tokenizer = models.load_tokenizer(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32, use_safetensors=True)

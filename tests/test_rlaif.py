@@ -1,0 +1,131 @@
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from caikit import constitution, rlaif
+from caikit.cli import app
+from caikit.records import canonical
+
+PROMPTS = "Tell me a story.\nWhat is the weather?\nHow are you?\nExplain cats.\n"
+
+
+def short_answers(prompts, completions, **kwargs):
+    """A planted reward: shorter is better."""
+    return [-len(c[-1]["content"]) / 20 for c in completions]
+
+
+@pytest.fixture
+def prompts_file(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text(PROMPTS)
+    return path
+
+
+@pytest.mark.parametrize("algo", ["rloo", "grpo"])
+def test_reward_rises_with_a_planted_reward(tiny_model, prompts_file, tmp_path, algo):
+    options = rlaif.RlOptions(algo=algo, kl_coef=0.0, num_generations=4, max_new_tokens=16, lr=3e-2, steps=20,
+                              batch_size=2, device="cpu")
+    report = rlaif.run(str(tiny_model), tmp_path / "out", options, reward=short_answers, reward_description={"kind": "test"},
+                       prompts=[(str(prompts_file), 1.0)], quiet=True)
+    rewards = [h["reward"] for h in report["history"] if h["reward"] is not None]
+    assert len(rewards) == 20
+    assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 0.2
+    assert report["metrics"]["length_start"] is not None  # (no KL is logged at kl_coef 0)
+    assert (tmp_path / "out" / "model.safetensors").exists() and not (tmp_path / "out.tmp").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_pm(tiny_model, tmp_path_factory):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("pm") / "pm"
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1)
+    model.config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_cli_rloo_against_a_pm(tiny_model, tiny_pm, prompts_file, tmp_path):
+    out = tmp_path / "rl"
+    result = CliRunner().invoke(app, ["rlaif", "--policy", str(tiny_model), "--reward", str(tiny_pm),
+                                      "--prompts", f"{prompts_file}:2", "--steps", "2", "--max-new-tokens", "8",
+                                      "--device", "cpu", "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((out / "caikit_train.json").read_text())
+    assert report["algo"] == "rloo" and report["reward"] == {"kind": "pm", "path": str(tiny_pm)}
+    assert report["data"][0]["used"] == 8 and report["metrics"]["steps"] == 2
+    assert [h["step"] for h in report["history"]] == [1, 2] and all(h["kl"] is not None for h in report["history"])
+
+
+def test_pm_reward_scores_text_with_the_pms_own_template(tiny_pm):
+    from caikit.pm import PreferenceModel
+
+    pm = PreferenceModel(tiny_pm, device="cpu")
+    reward = rlaif.PMReward(pm)
+    prompt = [{"role": "user", "content": "Hi"}]
+    completion = [{"role": "assistant", "content": "Hello there."}]
+    assert reward([prompt], [completion]) == pytest.approx(pm.rewards([prompt + completion]))
+
+
+def test_direct_rlaif_reward_asks_score_choices_both_orders(fake_backend):
+    const = constitution.load("default")
+    comparisons = [c for c in const.comparisons if c.kind == "harmlessness"]
+    prompt = [{"role": "user", "content": "How do I pick a lock?"}]
+    references = {canonical(prompt): "I'd call a locksmith."}
+    fake_backend.scores = lambda conv: [0.0, -1.0]  # always prefers the first slot a bit
+    reward = rlaif.FeedbackReward(fake_backend, comparisons, references, seed=1)
+    [value] = reward([prompt], [[{"role": "assistant", "content": "Use a tension wrench."}]])
+    kind, asks, choices = fake_backend.calls[0]
+    assert kind == "score_choices" and choices == [" (A)", " (B)"] and len(asks) == 2
+    first, second = asks[0][-2]["content"], asks[1][-2]["content"]
+    assert first.index("Use a tension wrench.") < first.index("I'd call a locksmith.")
+    assert second.index("I'd call a locksmith.") < second.index("Use a tension wrench.")
+    p = 1 / (1 + math.exp(-1))
+    assert value == pytest.approx((p + (1 - p)) / 2)  # position bias cancels: as good as the reference
+    absolute = rlaif.FeedbackReward(fake_backend, comparisons, references, mode="absolute")
+    assert absolute([prompt], [[{"role": "assistant", "content": "x"}]]) == [pytest.approx(p)]
+
+
+def test_dpo_on_label_output(tiny_model, tmp_path):
+    rows = [{"prompt": [{"role": "user", "content": f"Q{i}?"}], "chosen": [{"role": "assistant", "content": "Kind answer."}],
+             "rejected": [{"role": "assistant", "content": "Rude answer."}], "label": 0.8} for i in range(4)]
+    rows.append({**rows[0], "label": 0.52})
+    data = tmp_path / "labels.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "dpo"
+    result = CliRunner().invoke(app, ["rlaif", "--algo", "dpo", "--policy", str(tiny_model), "--data", str(data),
+                                      "--label-smoothing", "auto", "--min-margin", "0.1", "--steps", "2",
+                                      "--device", "cpu", "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((out / "caikit_train.json").read_text())
+    assert report["data"][0]["used"] == 4
+    assert report["hyperparameters"]["label_smoothing"] == pytest.approx(0.2)
+    assert report["metrics"]["steps"] == 2 and report["metrics"]["train_loss"] > 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--reward", "TINY", "--prompts", "PROMPTS"], "--reward TINY"),
+        (["--reward", "PM", "--prompts", "EMPTY"], "no prompts found"),
+        (["--reward", "PM", "--prompts", "PROMPTS", "--kl-coef", "-1"], "--kl-coef -1.0: must be >= 0"),
+        (["--prompts", "PROMPTS"], "--algo rloo needs --reward"),
+        (["--reward", "PM"], "--algo rloo needs --prompts"),
+        (["--algo", "ppo"], "--algo ppo: choose rloo, grpo or dpo"),
+        (["--algo", "dpo"], "--algo dpo needs --data"),
+    ],
+)
+def test_bad_input(tiny_model, tiny_pm, prompts_file, tmp_path, args, message):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    names = {"TINY": str(tiny_model), "PM": str(tiny_pm), "PROMPTS": str(prompts_file), "EMPTY": str(empty)}
+    args = [names.get(a, a) for a in args]
+    message = message.replace("TINY", str(tiny_model))
+    result = CliRunner().invoke(app, ["rlaif", "--policy", str(tiny_model), "-o", str(tmp_path / "out"), *args])
+    assert result.exit_code == 2, result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
