@@ -133,3 +133,19 @@ def test_rloo_two_steps_on_the_embedded_model_with_a_tiny_pm(home, tmp_path, tin
     report = json.loads((out / "caikit_train.json").read_text())
     assert report["metrics"]["steps"] == 2 and len(report["history"]) == 2
     assert models.load(str(out)).model.num_parameters() > 100_000_000
+
+
+def test_eval_compare_two_temperatures_on_the_embedded_model(home, tmp_path):
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(
+        app,
+        ["eval", "compare", "--model", "warm=smollm2-135m-instruct@1.0", "--model", "cold=smollm2-135m-instruct@0.2",
+         "--red-team", str(ROOT / "examples/prompts/redteam.jsonl"), "--limit", "4", "--max-new-tokens", "24",
+         "--judge", "smollm2-135m-instruct", "-o", str(out), "--json", "-q"],
+    )
+    assert result.exit_code == 0, result.stderr
+    results = json.loads(result.stdout)
+    table = results["elo"]["harmlessness"]["judge"]
+    assert set(table) == {"warm", "cold"}
+    assert abs(table["warm"]["elo"] + table["cold"]["elo"] - 2000) < 1e-6
+    assert (out / "report.md").exists() and (out / "elo_harmlessness_judge.png").stat().st_size > 1000

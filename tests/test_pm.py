@@ -135,7 +135,7 @@ def test_eval_pm_on_the_papers_438_file(tiny_pm):
     result = CliRunner().invoke(app, ["eval", "pm", "--pm", str(tiny_pm), "--data", str(path), "--device", "cpu"])
     assert result.exit_code == 0, result.stderr
     results = json.loads(result.stdout)
-    overall = results["overall"]
+    overall = results
     assert overall["n"] == 438 and 0 <= overall["ci95"][0] <= overall["accuracy"] <= overall["ci95"][1] <= 1
 
 
@@ -153,7 +153,7 @@ def test_eval_pm_bigbench_and_subsets(tiny_pm, tmp_path):
     result = CliRunner().invoke(app, ["eval", "pm", "--pm", str(tiny_pm), "--data", str(folder), "--device", "cpu"])
     assert result.exit_code == 0, result.stderr
     results = json.loads(result.stdout)
-    assert results["overall"]["n"] == 4 and set(results["subsets"]) == {"honest", "harmless", "helpful"}
+    assert results["n"] == 4 and set(results["subsets"]) == {"honest", "harmless", "helpful"}
 
 
 def test_eval_pm_is_precise_about_what_it_can_score(tiny_model, tmp_path):

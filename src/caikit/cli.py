@@ -673,8 +673,171 @@ def eval_pm(
     typer.echo(json.dumps(results))
     if not quiet:
         table = Table("subset", "n", "accuracy", "95% CI", title=f"caikit eval pm: {pm}")
-        rows = [("all", results["overall"])] + list(results["subsets"].items())
+        rows = [("all", results)] + list(results["subsets"].items())
         for name, r in rows:
+            table.add_row(name, str(r["n"]), f"{r['accuracy']:.3f}", f"{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}")
+        console.stderr().print(table)
+
+
+def _named(values: list[str] | None, option: str) -> dict[str, str]:
+    named = {}
+    for value in values or []:
+        name, sep, spec = value.partition("=")
+        if not sep or not name or not spec:
+            raise CaikitError(f"{option} {value}: expected NAME=VALUE")
+        if name in named:
+            raise CaikitError(f"{option} {value}: the name {name} is used twice")
+        named[name] = spec
+    return named
+
+
+@command("compare", group=eval_app)
+def eval_compare(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Report dir: report.md, results.json, plots, judgments.")],
+    model: Annotated[
+        Optional[list[str]], typer.Option("--model", help="NAME=SPEC[@TEMPERATURE], repeatable: models to generate with.")
+    ] = None,
+    responses: Annotated[
+        Optional[list[str]], typer.Option("--responses", help="NAME=FILE, repeatable: existing redteam-format answers.")
+    ] = None,
+    red_team: Annotated[Optional[str], typer.Option("--red-team", help="Red-team prompts: harmlessness ratings.")] = None,
+    helpful: Annotated[Optional[str], typer.Option("--helpful", help="Helpful prompts: helpfulness ratings.")] = None,
+    xstest: Annotated[Optional[str], typer.Option("--xstest", help="XSTest-style CSV (prompt,type,label): over-refusal.")] = None,
+    pm: Annotated[Optional[Path], typer.Option("--pm", help="Preference model that judges pairs (and absolute scores).")] = None,
+    judge: Annotated[Optional[str], typer.Option("--judge", help="Feedback model that judges pairs, both orders.")] = None,
+    revisions: Annotated[Optional[str], typer.Option("--revisions", help="revise --keep-all output: PM score by round.")] = None,
+    constitution: Constitution = "default",
+    max_new_tokens: MaxNewTokens = 128,
+    temperature: Temperature = 0.7,
+    batch_size: BatchSize = 16,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    seed: Seed = 0,
+    limit: Limit = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Reuse responses and judgments already in the output dir.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print results.json on stdout.")] = False,
+    quiet: Quiet = False,
+):
+    """Compare models: harmlessness and helpfulness Elo from AI judgments, over-refusal, absolute harm.
+
+    Example: caikit eval compare --model base=smollm2-135m-instruct --model sl=runs/sl-cai
+      --red-team examples/prompts/redteam.jsonl --helpful examples/prompts/helpful.jsonl
+      --xstest ../shared/data/xstest/xstest_prompts.csv --judge smollm2-135m-instruct --pm runs/pm -o runs/eval
+    """
+    from caikit import backends, compare, console, inputs, redteam
+    from caikit import constitution as constitutions
+    from caikit.outputs import JsonlWriter
+
+    console.setup_logging(quiet)
+    specs, files = _named(model, "--model"), _named(responses, "--responses")
+    names = list(specs) + [n for n in files if n not in specs]
+    if len(names) < 2 or set(specs) & set(files):
+        raise CaikitError("--model/--responses: give at least 2 distinct model names to compare")
+    if not (red_team or helpful):
+        raise CaikitError("--red-team or --helpful: give at least one prompt set")
+    if not (pm or judge):
+        raise CaikitError("--pm or --judge: give something that judges")
+    sets = {}
+    for kind, path in (("harmlessness", red_team), ("helpfulness", helpful)):
+        if path:
+            records = inputs.read_prompts(path)
+            sets[kind] = records[:limit] if limit else records
+    xs = None
+    if xstest:
+        xs = inputs.read_prompts(xstest)
+        xs = xs[:limit] if limit else xs
+    given = {name: {r["id"]: r["completion"][-1]["content"] for r in inputs.read_completions(path)} for name, path in files.items()}
+    const = constitutions.load(constitution)
+    build = functools.partial(backends.build, "transformers", dtype=dtype, device=device, batch_size=batch_size)
+    engines: dict = {}
+    (output / "responses").mkdir(parents=True, exist_ok=True)
+
+    def answers_for(name, kind, records):
+        if name in given:
+            missing = [r for r in records if r["id"] not in given[name]]
+            if missing:
+                raise CaikitError(
+                    f"--responses {name}={files[name]}: no response for {len(missing)} of the {len(records)} {kind} prompts "
+                    "(the prompt sets do not match)"
+                )
+            return given[name]
+        spec, _, temp = specs[name].partition("@")
+        params = backends.SamplingParams(max_new_tokens=max_new_tokens, temperature=float(temp) if temp else temperature, seed=seed)
+        path = output / "responses" / f"{name}.{kind}.jsonl"
+        with JsonlWriter(str(path), resume=resume) as out:
+            todo = [r for r in records if r["id"] not in out.done]
+            if todo:
+                if spec not in engines:
+                    engines[spec] = build(spec)
+                with console.progress(f"{name}: answering {kind} prompts", len(todo), quiet) as advance:
+                    for record in redteam.answer(todo, engines[spec], params, advance):
+                        out.write(record)
+        return {r["id"]: r["completion"][-1]["content"] for r in inputs.read_completions(str(path))}
+
+    preference = None
+    if pm:
+        from caikit.pm import PreferenceModel
+
+        preference = PreferenceModel(pm, device=device, batch_size=batch_size)
+    judge_backend = build(judge) if judge else None
+    rows = inputs.read_completions(revisions) if revisions else None
+    results = compare.run(output, answers_for=answers_for, names=names, sets=sets, xstest=xs, pm=preference,
+                          judge=judge_backend, const=const, revisions=rows, seed=seed, resume=resume)
+    if json_out:
+        typer.echo(json.dumps(results))
+    if not quiet:
+        from rich.table import Table
+
+        for kind, sources in results["elo"].items():
+            for source, table in sources.items():
+                t = Table("model", "Elo", "95% CI", title=f"{kind} ({source})")
+                for name, row in table.items():
+                    t.add_row(name, f"{row['elo']:.0f}", f"{row['ci95'][0]:.0f}-{row['ci95'][1]:.0f}")
+                console.stderr().print(t)
+        console.say(f"eval compare: report in {output / 'report.md'}")
+
+
+@command("mc", group=eval_app)
+def eval_mc(
+    data: Annotated[list[str], typer.Option("--data", help="Questions: the paper's JSONL, BIG-bench JSON, {question, options, answer}.")],
+    model: Annotated[Optional[str], typer.Option("--model", help="Feedback model answering by option log-probs.")] = None,
+    pm: Annotated[Optional[Path], typer.Option("--pm", help="Or a preference model scoring each option's response.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Score the prompt as raw text instead of a chat turn.")] = False,
+    batch_size: BatchSize = 16,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Shuffles BIG-bench options (the correct one is often listed first).")] = 0,
+    limit: Limit = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print {accuracy, n, ci95, subsets} on stdout.")] = False,
+    quiet: Quiet = False,
+):
+    """Multiple-choice accuracy of a feedback model (or a PM) on HHH-style evals, per subset with 95% CIs.
+
+    Example: caikit eval mc --model smollm2-135m-instruct --data ../shared/data/anthropic-cai/evals/438HHHEvaluations.jsonl --json
+    """
+    from rich.table import Table
+
+    from caikit import backends, console, evals
+
+    console.setup_logging(quiet)
+    if bool(model) == bool(pm):
+        raise CaikitError("--model or --pm: give exactly one")
+    if pm:
+        from caikit.pm import PreferenceModel
+
+        items = evals.load_items(data)
+        items = items[:limit] if limit else items
+        results = evals.pm_accuracy(PreferenceModel(pm, device=device, batch_size=batch_size), items)
+    else:
+        items = evals.mc_items(data, seed)
+        items = items[:limit] if limit else items
+        engine = backends.build("transformers", model, dtype=dtype, device=device, batch_size=batch_size)
+        results = evals.mc_accuracy(engine, items, raw=raw)
+    if json_out:
+        typer.echo(json.dumps(results))
+    if not quiet:
+        table = Table("subset", "n", "accuracy", "95% CI", title=f"caikit eval mc: {model or pm}")
+        for name, r in [("all", results)] + list(results["subsets"].items()):
             table.add_row(name, str(r["n"]), f"{r['accuracy']:.3f}", f"{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}")
         console.stderr().print(table)
 

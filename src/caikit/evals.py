@@ -87,8 +87,6 @@ def load_items(paths: list[str]) -> list[dict]:
 
 def pm_accuracy(pm, items: list[dict]) -> dict:
     """Accuracy overall and per subset, with 95% Wilson intervals."""
-    from caikit.label import wilson
-
     conversations = [item["prompt"] + [{"role": "assistant", "content": r}] for item in items for r in item["responses"]]
     rewards = pm.rewards(conversations)
     by_subset: dict[str, list[int]] = {}
@@ -99,10 +97,102 @@ def pm_accuracy(pm, items: list[dict]) -> dict:
         best = max(range(len(mine)), key=lambda i: mine[i])
         by_subset.setdefault(item["subset"], []).append(int(item["targets"][best] == max(item["targets"])))
 
+    return accuracy_table(by_subset)
+
+
+
+# -- multiple choice (`caikit eval mc`) -------------------------------------------------------------
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+ANSWER = "The answer is:"
+
+
+def mc_question(stem: str, options: list[str]) -> str:
+    lines = "\n".join(f" ({LETTERS[k]}) {o}" for k, o in enumerate(options))
+    return f"{stem.strip()}\nOptions:\n{lines}"
+
+
+def mc_items(paths: list[str], seed: int = 0) -> list[dict]:
+    """Items `{"text", "choices", "correct": set of indices, "subset"}` for scoring with a model.
+
+    - the paper's JSONL (`prompt` ending "The answer is:", `corrects`, `incorrects`);
+    - BIG-bench JSON (`examples[].input`, `target_scores`): options shuffled with `seed`, because the
+      correct answer is often listed first;
+    - generic JSONL `{question, options: [...], answer}` (answer: index, letter or option text).
+    """
+    import random
+
+    rng = random.Random(seed)
+    items = []
+    for path in data_files(paths):
+        subset = subset_name(path)
+        if path.suffix == ".json":
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict) or not isinstance(raw.get("examples"), list):
+                raise CaikitError(f"{path}: BIG-bench JSON needs an 'examples' list")
+            for k, ex in enumerate(raw["examples"]):
+                scores = ex.get("target_scores") if isinstance(ex, dict) else None
+                if not isinstance(ex.get("input") if isinstance(ex, dict) else None, str) or not isinstance(scores, dict) or len(scores) < 2:
+                    raise CaikitError(f"{path}: examples[{k}]: needs 'input' and 'target_scores' with at least 2 options")
+                options = list(scores)
+                rng.shuffle(options)
+                best = max(scores.values())
+                items.append({"text": mc_question(ex["input"], options), "choices": [f" ({LETTERS[i]})" for i in range(len(options))],
+                              "correct": {i for i, o in enumerate(options) if scores[o] == best}, "subset": subset})
+            continue
+        for number, row in inputs.read_jsonl(str(path)):
+            where = f"{path}:{number}"
+            if "corrects" in row and "incorrects" in row and isinstance(row.get("prompt"), str):
+                choices = list(row["corrects"]) + list(row["incorrects"])
+                correct = set(range(len(row["corrects"])))
+                text = row["prompt"]
+            elif "question" in row and isinstance(row.get("options"), list):
+                options, answer = row["options"], row.get("answer")
+                if len(options) < 2:
+                    raise CaikitError(f"{where}: needs at least 2 options")
+                if isinstance(answer, int) and 0 <= answer < len(options):
+                    index = answer
+                elif isinstance(answer, str) and answer in options:
+                    index = options.index(answer)
+                elif isinstance(answer, str) and len(answer.strip("() ")) == 1 and answer.strip("() ") in LETTERS[: len(options)]:
+                    index = LETTERS.index(answer.strip("() "))
+                else:
+                    raise CaikitError(f"{where}: 'answer' must be an option's index, letter or text")
+                text = mc_question(row["question"], options) + f"\n\n{ANSWER}"
+                choices, correct = [f" ({LETTERS[i]})" for i in range(len(options))], {index}
+            else:
+                raise CaikitError(f"{where}: unknown multiple-choice format (expected prompt/corrects/incorrects or question/options/answer)")
+            items.append({"text": text, "choices": choices, "correct": correct, "subset": row.get("subset", row.get("category", subset))})
+    if not items:
+        raise CaikitError("--data: no questions found")
+    return items
+
+
+def as_chat(text: str) -> list[dict]:
+    """A multiple-choice prompt as a user turn, with "The answer is:" starting the assistant turn."""
+    stem = text.rstrip()
+    if stem.endswith(ANSWER):
+        stem = stem[: -len(ANSWER)].rstrip()
+    return [{"role": "user", "content": stem.strip()}, {"role": "assistant", "content": ANSWER}]
+
+
+def accuracy_table(hits_by_subset: dict[str, list[int]]) -> dict:
+    from caikit.label import wilson
+
     def summary(hits):
         lo, hi = wilson(sum(hits), len(hits))
         return {"n": len(hits), "accuracy": sum(hits) / len(hits), "ci95": [lo, hi]}
 
-    everything = [h for hits in by_subset.values() for h in hits]
-    return {"overall": summary(everything), "subsets": {k: summary(v) for k, v in sorted(by_subset.items())}}
+    everything = [h for hits in hits_by_subset.values() for h in hits]
+    return {**summary(everything), "subsets": {k: summary(v) for k, v in sorted(hits_by_subset.items())}}
 
+
+def mc_accuracy(backend, items: list[dict], raw: bool = False) -> dict:
+    """Accuracy of a model answering by the log-probability of each option letter."""
+    prompts = [it["text"] if raw else as_chat(it["text"]) for it in items]
+    scores = backend.score_choices(prompts, [it["choices"] for it in items])
+    hits: dict[str, list[int]] = {}
+    for it, row in zip(items, scores):
+        best = max(range(len(row)), key=lambda i: row[i])
+        hits.setdefault(it["subset"], []).append(int(best in it["correct"]))
+    return accuracy_table(hits)
