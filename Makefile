@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 BIN     := $(VENV)/bin
 CAIKIT  := HF_HUB_OFFLINE=1 $(BIN)/caikit
 
-.PHONY: install test test-fast quickstart bench clean
+.PHONY: install test test-fast quickstart reproduce bench clean
 
 install: $(VENV)/.installed
 
@@ -32,17 +32,58 @@ test: install
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# -- the quickstart pipeline (each step a file target: `make` redoes only what changed) ----------
-quickstart: $(RUN)/redteam.jsonl $(RUN)/helpful.jsonl
-	@echo "quickstart: outputs in $(RUN)/"
+# -- the quickstart pipeline ------------------------------------------------------------------------
+# The whole CAI loop on the embedded model, sized for a 2-core CPU. Each step is a file target, so
+# `make` redoes only what changed and an interrupted run continues (stages also take --resume).
+SHARED     ?= ../shared
+QS_PROMPTS ?= 16
+QS_HELPFUL ?= 12
+QS_TOKENS  ?= 64
+QS_EVAL    ?= 8
+FEEDBACK_MODEL ?= $(MODEL)
+ifneq ($(wildcard $(SHARED)/data/xstest/xstest_prompts.csv),)
+QS_XSTEST  := --xstest $(SHARED)/data/xstest/xstest_prompts.csv
+QS_HHH     := --hhh $(SHARED)/data/anthropic-cai/evals/438HHHEvaluations.jsonl --hhh-limit 120
+endif
+
+quickstart: $(RUN)/report.md
+	@echo "quickstart: report in $(RUN)/report.md"
 
 $(RUN)/redteam.jsonl: examples/prompts/redteam.jsonl | install
 	@mkdir -p $(RUN)
-	$(CAIKIT) redteam -i $< -o $@ --model $(MODEL) --max-new-tokens 128 --batch-size 16 --seed 0 --resume
+	$(CAIKIT) redteam -i $< -o $@ --model $(MODEL) --limit $(QS_PROMPTS) --max-new-tokens $(QS_TOKENS) --seed 0 --resume
 
 $(RUN)/helpful.jsonl: examples/prompts/helpful.jsonl | install
 	@mkdir -p $(RUN)
-	$(CAIKIT) redteam -i $< -o $@ --model $(MODEL) --max-new-tokens 128 --batch-size 16 --seed 0 --resume
+	$(CAIKIT) redteam -i $< -o $@ --model $(MODEL) --limit $(QS_HELPFUL) --max-new-tokens $(QS_TOKENS) --seed 0 --resume
+
+$(RUN)/sl.jsonl: $(RUN)/redteam.jsonl
+	$(CAIKIT) revise -i $< -o $@ --model $(MODEL) --rounds 2 --shots 1 --critique-tokens 48 --max-new-tokens $(QS_TOKENS) --seed 0 --resume
+
+$(RUN)/sl-cai/caikit_train.json: $(RUN)/sl.jsonl $(RUN)/helpful.jsonl
+	$(CAIKIT) sft -i $(RUN)/sl.jsonl --mix $(RUN)/helpful.jsonl:0.5 -o $(RUN)/sl-cai --base-model $(MODEL) \
+	  --epochs 1 --batch-size 4 --max-length 384 --lr 2e-5 --overwrite --resume
+
+$(RUN)/labels.jsonl: $(RUN)/sl-cai/caikit_train.json $(RUN)/redteam.jsonl
+	$(CAIKIT) label -i $(RUN)/redteam.jsonl -o $@ --policy $(RUN)/sl-cai --feedback-model $(FEEDBACK_MODEL) \
+	  --samples 2 --max-new-tokens $(QS_TOKENS) --seed 0 --resume
+
+$(RUN)/pm/caikit_train.json: $(RUN)/labels.jsonl
+	$(CAIKIT) train-pm --data $< -o $(RUN)/pm --base-model $(MODEL) --epochs 2 --batch-size 4 --max-length 512 \
+	  --lr 2e-5 --eval-split 0 --overwrite --resume
+
+$(RUN)/rl-cai/caikit_train.json: $(RUN)/sl-cai/caikit_train.json $(RUN)/pm/caikit_train.json
+	$(CAIKIT) rlaif --policy $(RUN)/sl-cai --reward $(RUN)/pm --prompts $(RUN)/redteam.jsonl --prompts $(RUN)/helpful.jsonl:0.5 \
+	  --steps 4 --batch-size 2 --num-generations 2 --max-new-tokens 32 --lr 1e-5 --kl-coef 0.05 -o $(RUN)/rl-cai --overwrite --resume
+
+$(RUN)/report.md: $(RUN)/rl-cai/caikit_train.json
+	$(CAIKIT) eval compare -o $(RUN) --model base=$(MODEL) --model sl-cai=$(RUN)/sl-cai --model rl-cai=$(RUN)/rl-cai \
+	  --red-team examples/prompts/redteam.jsonl --helpful examples/prompts/helpful.jsonl --limit $(QS_EVAL) \
+	  $(QS_XSTEST) $(QS_HHH) --judge $(FEEDBACK_MODEL) --pm $(RUN)/pm --max-new-tokens 48 --seed 0 --resume
+
+# The same loop at paper-like settings, for a GPU box: see examples/paper/Makefile.
+reproduce:
+	$(MAKE) -f examples/paper/Makefile
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/generation.py

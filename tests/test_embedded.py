@@ -149,3 +149,27 @@ def test_eval_compare_two_temperatures_on_the_embedded_model(home, tmp_path):
     assert set(table) == {"warm", "cold"}
     assert abs(table["warm"]["elo"] + table["cold"]["elo"] - 2000) < 1e-6
     assert (out / "report.md").exists() and (out / "elo_harmlessness_judge.png").stat().st_size > 1000
+
+
+def test_train_pm_on_16_pairs_then_hhh_accuracy_on_40_rows(home, tmp_path):
+    from conftest import SHARED
+
+    hhh = SHARED / "data" / "anthropic-cai" / "evals" / "438HHHEvaluations.jsonl"
+    if not hhh.exists():
+        pytest.skip("../shared is not present beside the checkout")
+    rows = [
+        {"prompt": [{"role": "user", "content": f"Request {i}: how do I get into a locked house?"}],
+         "chosen": [{"role": "assistant", "content": "If it is your home, a locksmith can let you in safely."}],
+         "rejected": [{"role": "assistant", "content": "Break a back window with a rock."}], "label": 0.8}
+        for i in range(16)
+    ]
+    data = tmp_path / "labels.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "pm"
+    result = CliRunner().invoke(app, ["train-pm", "--data", str(data), "-o", str(out), "--max-steps", "3",
+                                      "--batch-size", "4", "--max-length", "256", "--eval-split", "0", "-q"])
+    assert result.exit_code == 0, result.stderr
+    result = CliRunner().invoke(app, ["eval", "pm", "--pm", str(out), "--data", str(hhh), "--limit", "40", "-q"])
+    assert result.exit_code == 0, result.stderr
+    results = json.loads(result.stdout)
+    assert results["n"] == 40 and 0 <= results["ci95"][0] <= results["accuracy"] <= results["ci95"][1] <= 1

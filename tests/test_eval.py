@@ -102,10 +102,14 @@ def fake_judge():
     def scores(conv):
         question = conv[-2]["content"]
         first = question.split("(A) [[[")[1].split("]]]")[0]
-        if "comply" in question:  # the refusal question: (A) complies
+        if "(A) means it complies" in question:
             return [-3.0, 0.0] if compare.phrase_refusal(first) else [0.0, -3.0]
-        if "harmful, unethical" in question:  # (A) harmful
+        if "(A) means it refuses" in question:
+            return [0.0, -3.0] if compare.phrase_refusal(first) else [-3.0, 0.0]
+        if "(A) means harmful" in question:
             return [0.0, -3.0] if "weapon" in first else [-3.0, 0.0]
+        if "(A) means safe" in question:
+            return [-3.0, 0.0] if "weapon" in first else [0.0, -3.0]
         return [0.0, -2.0] if first.startswith("Good") else [-2.0, 0.0]  # pairwise: "Good" answers win
 
     judge.scores = scores
@@ -143,7 +147,7 @@ def test_compare_report_plots_and_over_refusal(tmp_path):
     compare.run(out, answers_for=answers_for, names=list(styles), sets={"harmlessness": prompts, "helpfulness": prompts},
                 xstest=None, judge=judge, const=__import__("caikit.constitution").constitution.load("default"), resume=True)
     assert all(len(call[1]) != 2 * 6 * 3 * 2 for call in judge.calls if call[0] == "score_choices")
-    pairwise = [c for c in judge.calls if c[0] == "score_choices" and "comply" not in c[1][0][-2]["content"] and "harmful, unethical" not in c[1][0][-2]["content"]]
+    pairwise = [c for c in judge.calls if c[0] == "score_choices" and "(no second response)" not in c[1][0][-2]["content"]]
     assert pairwise == []
 
 

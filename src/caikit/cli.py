@@ -653,6 +653,7 @@ def eval_pm(
     ],
     batch_size: BatchSize = 8,
     device: Device = "auto",
+    limit: Limit = None,
     quiet: Quiet = False,
 ):
     """Accuracy of a preference model on HHH-style comparisons, with 95% intervals and per-subset rows.
@@ -668,6 +669,7 @@ def eval_pm(
 
     console.setup_logging(quiet)
     items = evals.load_items(data)
+    items = items[:limit] if limit else items
     model = PreferenceModel(pm, device=device, batch_size=batch_size)
     results = {"pm": str(pm), "data": data, **evals.pm_accuracy(model, items)}
     typer.echo(json.dumps(results))
@@ -706,6 +708,10 @@ def eval_compare(
     pm: Annotated[Optional[Path], typer.Option("--pm", help="Preference model that judges pairs (and absolute scores).")] = None,
     judge: Annotated[Optional[str], typer.Option("--judge", help="Feedback model that judges pairs, both orders.")] = None,
     revisions: Annotated[Optional[str], typer.Option("--revisions", help="revise --keep-all output: PM score by round.")] = None,
+    hhh: Annotated[
+        Optional[list[str]], typer.Option("--hhh", help="HHH comparisons (e.g. 438HHHEvaluations.jsonl): the PM's accuracy.")
+    ] = None,
+    hhh_limit: Annotated[Optional[int], typer.Option("--hhh-limit", min=1, help="Use only the first N HHH comparisons.")] = None,
     constitution: Constitution = "default",
     max_new_tokens: MaxNewTokens = 128,
     temperature: Temperature = 0.7,
@@ -745,7 +751,10 @@ def eval_compare(
     xs = None
     if xstest:
         xs = inputs.read_prompts(xstest)
-        xs = xs[:limit] if limit else xs
+        if limit:  # keep both kinds: half safe rows, half unsafe ones
+            safe = [r for r in xs if str(r.get("label", "")).lower() != "unsafe"]
+            unsafe = [r for r in xs if str(r.get("label", "")).lower() == "unsafe"]
+            xs = safe[: (limit + 1) // 2] + unsafe[: limit // 2]
     given = {name: {r["id"]: r["completion"][-1]["content"] for r in inputs.read_completions(path)} for name, path in files.items()}
     const = constitutions.load(constitution)
     build = functools.partial(backends.build, "transformers", dtype=dtype, device=device, batch_size=batch_size)
@@ -781,8 +790,15 @@ def eval_compare(
         preference = PreferenceModel(pm, device=device, batch_size=batch_size)
     judge_backend = build(judge) if judge else None
     rows = inputs.read_completions(revisions) if revisions else None
+    if hhh and not pm:
+        raise CaikitError("--hhh needs --pm (it measures the preference model)")
+    hhh_items = None
+    if hhh:
+        from caikit import evals
+
+        hhh_items = evals.load_items(hhh)[:hhh_limit] if hhh_limit else evals.load_items(hhh)
     results = compare.run(output, answers_for=answers_for, names=names, sets=sets, xstest=xs, pm=preference,
-                          judge=judge_backend, const=const, revisions=rows, seed=seed, resume=resume)
+                          judge=judge_backend, const=const, revisions=rows, hhh=hhh_items, seed=seed, resume=resume)
     if json_out:
         typer.echo(json.dumps(results))
     if not quiet:
@@ -941,6 +957,36 @@ def rlaif(
     )
     if not quiet:
         _summary("rlaif", output, report)
+
+
+@command()
+def inspect(
+    input: Annotated[str, typer.Argument(help="A caikit JSONL file (or any JSONL of records); - reads stdin.")] = "-",
+    show: Annotated[int, typer.Option("--show", min=0, help="Pretty-print the first N (filtered) records.")] = 0,
+    where: Annotated[
+        Optional[list[str]], typer.Option("--where", help="Filter: PATH=V, PATH!=V, PATH>N, PATH<N, PATH~TEXT (repeatable, ANDed).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+):
+    """Summarize a caikit JSONL file: stages, fields, lengths, principles, labels, provenance.
+
+    Examples: caikit inspect runs/quickstart/sl.jsonl --show 2
+              caikit inspect runs/quickstart/labels.jsonl --where "label>0.7" --json
+    """
+    from rich.console import Console
+
+    from caikit import inputs, inspection
+
+    keep = [inspection.parse_filter(w) for w in where or []]
+    records = [row for _, row in inputs.read_jsonl(input) if all(k(row) for k in keep)]
+    summary = inspection.summarize(records)
+    if json_out:
+        typer.echo(json.dumps(summary))
+        return
+    console = Console()
+    inspection.render_summary(console, input, summary)
+    for number, record in enumerate(records[:show], start=1):
+        inspection.render_record(console, record, number)
 
 
 def main():

@@ -48,7 +48,10 @@ class FeedbackReward:
     """Direct RLAIF: p(response better than the reference answer) from the feedback model's log-probs."""
 
     __name__ = "feedback"
-    ABSOLUTE = "Is the assistant's last response both harmless and helpful? (A) means yes, (B) means no."
+    ABSOLUTE = (
+        "Is the assistant's last response both harmless and helpful? (A) means yes, (B) means no.",
+        "Is the assistant's last response harmful or unhelpful? (A) means yes, (B) means no.",
+    )
 
     def __init__(self, backend, comparisons, references: dict[str, str], mode: str = "vs-reference", seed: int = 0):
         self.backend = backend
@@ -63,13 +66,13 @@ class FeedbackReward:
 
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         asks = []
-        if self.mode == "absolute":
-            principle = Comparison("absolute", self.ABSOLUTE)
+        if self.mode == "absolute":  # asked with (A) = good and with (A) = bad, averaged
+            good, bad = (Comparison("absolute", q) for q in self.ABSOLUTE)
             for prompt, text in zip(prompts, texts):
-                ask = conversation(prompt, text, "(no second response)", principle, [])
-                asks.append(ask)
+                asks.append(conversation(prompt, text, "(no second response)", good, []))
+                asks.append(conversation(prompt, text, "(no second response)", bad, []))
             scores = self.backend.score_choices(asks, list(CHOICES))
-            return [normalized(s) for s in scores]
+            return [(normalized(scores[2 * k]) + 1 - normalized(scores[2 * k + 1])) / 2 for k in range(len(texts))]
         for prompt, text in zip(prompts, texts):
             principle = self.rng.choice(self.comparisons)
             reference = self.references[canonical(prompt)]
