@@ -6,7 +6,6 @@ DATA is prompt-completion JSONL (e.g. `revise` output); the first --records reco
 """
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path

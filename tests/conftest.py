@@ -88,6 +88,20 @@ def tiny_backend(tiny_model):
     return TransformersBackend.load(str(tiny_model), batch_size=4, device="cpu")
 
 
+@pytest.fixture(scope="session")
+def tiny_pm(tiny_model, tmp_path_factory) -> Path:
+    """A preference model on the tiny Llama: an untrained one-logit head, pad token set."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("pm") / "pm"
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1)
+    model.config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 class FakeBackend:
     """A scripted backend: `generate` replays `replies` in order (cycling), or calls `replies(prompt)`
     when it is a function; `score_choices` returns `scores` (one list per prompt). Calls are recorded."""

@@ -5,7 +5,6 @@ import pytest
 from typer.testing import CliRunner
 
 from caikit import constitution
-from caikit.backends import SamplingParams
 from caikit.cli import app
 from caikit.label import ANSWER, LabelOptions, conversation, label_pairs, normalized, summarize
 from conftest import SHARED, build_tiny_model

@@ -115,19 +115,6 @@ def test_bad_input(tmp_path, rows, message):
     assert not (tmp_path / "pm").exists() and not (tmp_path / "pm.tmp").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_pm(tiny_model, tmp_path_factory):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("pm") / "pm"
-    tok = AutoTokenizer.from_pretrained(tiny_model)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1)
-    model.config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 def test_eval_pm_on_the_papers_438_file(tiny_pm):
     path = SHARED / "data" / "anthropic-cai" / "evals" / "438HHHEvaluations.jsonl"
     if not path.exists():

@@ -36,19 +36,6 @@ def test_reward_rises_with_a_planted_reward(tiny_model, prompts_file, tmp_path, 
     assert (tmp_path / "out" / "model.safetensors").exists() and not (tmp_path / "out.tmp").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_pm(tiny_model, tmp_path_factory):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("pm") / "pm"
-    tok = AutoTokenizer.from_pretrained(tiny_model)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1)
-    model.config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 def test_cli_rloo_against_a_pm(tiny_model, tiny_pm, prompts_file, tmp_path):
     out = tmp_path / "rl"
     result = CliRunner().invoke(app, ["rlaif", "--policy", str(tiny_model), "--reward", str(tiny_pm),

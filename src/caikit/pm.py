@@ -9,17 +9,13 @@ soft label p = p(chosen better), i.e. -(p log sigma(d) + (1 - p) log sigma(-d));
 
 from __future__ import annotations
 
-import logging
 import math
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from caikit import inputs, models, training
 from caikit.errors import CaikitError
-
-log = logging.getLogger(__name__)
 
 
 def soft_preference_loss(delta, labels):
@@ -225,16 +221,7 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
         bf16=dtype == torch.bfloat16,
         remove_unused_columns=True,
     )
-    peft_config = None
-    if options.lora:
-        from peft import LoraConfig
-
-        targets = options.lora.targets
-        peft_config = LoraConfig(
-            r=options.lora.r, lora_alpha=options.lora.alpha, lora_dropout=options.lora.dropout,
-            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-            task_type="SEQ_CLS", modules_to_save=["score"],
-        )
+    peft_config = training.lora_config(options.lora, "SEQ_CLS") if options.lora else None
     Trainer, Collator = soft_reward_trainer()
     trainer = Trainer(
         model=model,
@@ -247,18 +234,8 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
         callbacks=[training.progress_callback(quiet)],
     )
     training.quiet_trainer(trainer)
-    checkpoint = training.last_checkpoint(work) if resume else None
-    if checkpoint:
-        log.info("resuming from %s", checkpoint)
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.perf_counter() - start
-
+    result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=bool(options.lora))
     final = work / "final"
-    trained = trainer.model.merge_and_unload() if options.lora else trainer.model
-    trained.config.pad_token_id = tokenizer.pad_token_id
-    trained.save_pretrained(final, safe_serialization=True)
-    tokenizer.save_pretrained(final)
     pm = PreferenceModel(final, device=device)
     train_rows = [dict(e) for e in dataset]
     metrics = {

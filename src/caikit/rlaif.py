@@ -17,9 +17,7 @@ Rewards (`--reward`):
 
 from __future__ import annotations
 
-import logging
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +26,6 @@ from caikit.backends import SamplingParams
 from caikit.errors import CaikitError
 from caikit.records import canonical
 
-log = logging.getLogger(__name__)
 ALGOS = ("rloo", "grpo", "dpo")
 
 
@@ -185,16 +182,7 @@ def run(
         bf16=dtype == torch.bfloat16,
         **options.extra,
     )
-    peft_config = None
-    if options.lora:
-        from peft import LoraConfig
-
-        targets = options.lora.targets
-        peft_config = LoraConfig(
-            r=options.lora.r, lora_alpha=options.lora.alpha, lora_dropout=options.lora.dropout,
-            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-            task_type="CAUSAL_LM",
-        )
+    peft_config = training.lora_config(options.lora, "CAUSAL_LM") if options.lora else None
     dataset = Dataset.from_list(rows)
     if options.algo == "dpo":
         from trl import DPOConfig, DPOTrainer
@@ -220,17 +208,8 @@ def run(
                           processing_class=tokenizer, peft_config=peft_config,
                           callbacks=[training.progress_callback(quiet, metric="reward")])
     training.quiet_trainer(trainer)
-    checkpoint = training.last_checkpoint(work) if resume else None
-    if checkpoint:
-        log.info("resuming from %s", checkpoint)
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.perf_counter() - start
-
+    result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=bool(options.lora))
     final = work / "final"
-    trained = trainer.model.merge_and_unload() if options.lora else trainer.model
-    trained.save_pretrained(final, safe_serialization=True)
-    tokenizer.save_pretrained(final)
     steps = history(trainer)
     rewarded = [s for s in steps if s["reward"] is not None]
     report = {

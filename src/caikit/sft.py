@@ -13,16 +13,12 @@
 
 from __future__ import annotations
 
-import logging
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from caikit import inputs, models, training
 from caikit.errors import CaikitError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -118,18 +114,7 @@ def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool
         dataloader_num_workers=0,
         **options.extra,
     )
-    peft_config = None
-    if options.lora:
-        from peft import LoraConfig
-
-        targets = options.lora.targets
-        peft_config = LoraConfig(
-            r=options.lora.r,
-            lora_alpha=options.lora.alpha,
-            lora_dropout=options.lora.dropout,
-            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-            task_type="CAUSAL_LM",
-        )
+    peft_config = training.lora_config(options.lora, "CAUSAL_LM") if options.lora else None
     trainer = SFTTrainer(
         model=model,
         args=config,
@@ -151,21 +136,9 @@ def run(main: str, mixes: list[tuple[str, float]], out: Path, options: SftOption
     work = training.prepare_output(out, overwrite=overwrite, resume=resume)
     trainer, tokenizer, path, lr = build_trainer(rows, work, options, quiet)
     dataset, eval_dataset = trainer.train_dataset, trainer.eval_dataset
-    checkpoint = training.last_checkpoint(work) if resume else None
-    if checkpoint:
-        log.info("resuming from %s", checkpoint)
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.perf_counter() - start
-
     final = work / "final"
-    trained = trainer.model
-    if options.lora:
-        if options.keep_adapter:
-            trained.save_pretrained(final / "adapter")
-        trained = trained.merge_and_unload()
-    trained.save_pretrained(final, safe_serialization=True)
-    tokenizer.save_pretrained(final)
+    adapter = final / "adapter" if options.keep_adapter else None
+    result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=bool(options.lora), adapter_dir=adapter)
 
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]

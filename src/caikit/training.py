@@ -52,6 +52,39 @@ def publish(work: Path, out: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def lora_config(lora, task_type: str):
+    """A peft LoraConfig from caikit's LoRA options (`targets`: all-linear or comma-separated names)."""
+    from peft import LoraConfig
+
+    targets = lora.targets if lora.targets == "all-linear" else [t.strip() for t in lora.targets.split(",")]
+    extra = {"modules_to_save": ["score"]} if task_type == "SEQ_CLS" else {}
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type=task_type, **extra)
+
+
+def train_and_save(trainer, tokenizer, work: Path, *, resume: bool, lora: bool, adapter_dir: Path | None = None):
+    """Train (from the last checkpoint in `work` when resuming) and save the model, LoRA merged, to
+    `work/final`; returns (train result, checkpoint resumed from or None, seconds)."""
+    import time
+
+    checkpoint = last_checkpoint(work) if resume else None
+    if checkpoint:
+        log.info("resuming from %s", checkpoint)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+    final = work / "final"
+    trained = trainer.model
+    if lora:
+        if adapter_dir is not None:
+            trained.save_pretrained(adapter_dir)
+        trained = trained.merge_and_unload()
+    if getattr(trained.config, "pad_token_id", None) is None:
+        trained.config.pad_token_id = tokenizer.pad_token_id
+    trained.save_pretrained(final, safe_serialization=True)
+    tokenizer.save_pretrained(final)
+    return result, checkpoint, seconds
+
+
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
