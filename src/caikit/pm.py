@@ -170,7 +170,6 @@ def evaluate_pairs(pm: PreferenceModel, rows: list[dict]) -> dict:
 
 def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, overwrite=False, resume=False, quiet=False) -> dict:
     """Train a preference model, save it to `out` atomically, and return the caikit_train.json report."""
-    import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig
@@ -199,7 +198,6 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
         eval_dataset = None
     lr = options.lr or (1e-4 if options.lora else 1e-5)
     config = RewardConfig(
-        output_dir=str(work),
         num_train_epochs=options.epochs,
         max_steps=options.max_steps,
         learning_rate=lr,
@@ -208,18 +206,9 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
         gradient_accumulation_steps=options.grad_accum,
         max_length=options.max_length,
         center_rewards_coefficient=options.center_rewards,
-        seed=options.seed,
-        data_seed=options.seed,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=options.save_steps,
-        save_total_limit=2,
         eval_strategy="epoch" if eval_dataset is not None else "no",
-        report_to="none",
-        disable_tqdm=True,
-        use_cpu=device == "cpu",
-        bf16=dtype == torch.bfloat16,
         remove_unused_columns=True,
+        **training.trainer_args(work, seed=options.seed, save_steps=options.save_steps, device=device, dtype=dtype),
     )
     peft_config = training.lora_config(options.lora, "SEQ_CLS") if options.lora else None
     Trainer, Collator = soft_reward_trainer()

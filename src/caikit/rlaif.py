@@ -149,7 +149,6 @@ def run(
     quiet=False,
 ) -> dict:
     """Train the policy with `reward` (RLOO/GRPO) or on preference `data` (DPO); save to `out` atomically."""
-    import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
 
@@ -166,20 +165,10 @@ def run(
     work = training.prepare_output(out, overwrite=overwrite, resume=resume)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
     common = dict(
-        output_dir=str(work),
         learning_rate=options.lr,
         max_steps=options.steps,
         num_train_epochs=options.epochs,
-        seed=options.seed,
-        data_seed=options.seed,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=options.save_steps,
-        save_total_limit=2,
-        report_to="none",
-        disable_tqdm=True,
-        use_cpu=device == "cpu",
-        bf16=dtype == torch.bfloat16,
+        **training.trainer_args(work, seed=options.seed, save_steps=options.save_steps, device=device, dtype=dtype),
         **options.extra,
     )
     peft_config = training.lora_config(options.lora, "CAUSAL_LM") if options.lora else None

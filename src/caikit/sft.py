@@ -71,7 +71,6 @@ def mixed_dataset(main: str, mixes: list[tuple[str, float]], seed: int) -> tuple
 
 def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool = True):
     """An SFTTrainer for `rows` writing checkpoints to `work`; returns (trainer, tokenizer, base path, lr)."""
-    import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
@@ -91,7 +90,6 @@ def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool
         dataset, eval_dataset = split["train"], split["test"]
     lr = options.lr or (2e-4 if options.lora else 2e-5)
     config = SFTConfig(
-        output_dir=str(work),
         num_train_epochs=options.epochs,
         max_steps=options.max_steps,
         learning_rate=lr,
@@ -100,18 +98,9 @@ def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool
         gradient_accumulation_steps=options.grad_accum,
         max_length=options.max_length,
         completion_only_loss=True,
-        seed=options.seed,
-        data_seed=options.seed,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=options.save_steps,
-        save_total_limit=2,
         eval_strategy="epoch" if eval_dataset is not None else "no",
-        report_to="none",
-        disable_tqdm=True,
-        use_cpu=device == "cpu",
-        bf16=dtype == torch.bfloat16,
         dataloader_num_workers=0,
+        **training.trainer_args(work, seed=options.seed, save_steps=options.save_steps, device=device, dtype=dtype),
         **options.extra,
     )
     peft_config = training.lora_config(options.lora, "CAUSAL_LM") if options.lora else None

@@ -52,6 +52,26 @@ def publish(work: Path, out: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def trainer_args(work: Path, *, seed: int, save_steps: int, device: str, dtype) -> dict:
+    """The TrainingArguments every caikit trainer shares: checkpoints in `work` (kept 2, for --resume),
+    a log line per step, no tqdm and no experiment trackers (progress is ours, on stderr)."""
+    import torch
+
+    return dict(
+        output_dir=str(work),
+        seed=seed,
+        data_seed=seed,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=device == "cpu",
+        bf16=dtype == torch.bfloat16,
+    )
+
+
 def lora_config(lora, task_type: str):
     """A peft LoraConfig from caikit's LoRA options (`targets`: all-linear or comma-separated names)."""
     from peft import LoraConfig
