@@ -75,7 +75,9 @@ def _transformers(model, **options):
 
 
 def _vllm(model, **options):
-    raise CaikitError("--backend vllm: not available yet in this version of caikit; use --backend transformers")
+    from caikit.backends.vllm_backend import VllmBackend
+
+    return VllmBackend.load(model, **options)
 
 
 BACKENDS = {"transformers": _transformers, "vllm": _vllm}
