@@ -715,6 +715,7 @@ def eval_compare(
     constitution: Constitution = "default",
     max_new_tokens: MaxNewTokens = 128,
     temperature: Temperature = 0.7,
+    backend: Backend = "transformers",
     batch_size: BatchSize = 16,
     dtype: Dtype = "auto",
     device: Device = "auto",
@@ -757,7 +758,7 @@ def eval_compare(
             xs = safe[: (limit + 1) // 2] + unsafe[: limit // 2]
     given = {name: {r["id"]: r["completion"][-1]["content"] for r in inputs.read_completions(path)} for name, path in files.items()}
     const = constitutions.load(constitution)
-    build = functools.partial(backends.build, "transformers", dtype=dtype, device=device, batch_size=batch_size)
+    build = functools.partial(backends.build, backend, dtype=dtype, device=device, batch_size=batch_size)
     engines: dict = {}
     (output / "responses").mkdir(parents=True, exist_ok=True)
 
@@ -819,6 +820,7 @@ def eval_mc(
     model: Annotated[Optional[str], typer.Option("--model", help="Feedback model answering by option log-probs.")] = None,
     pm: Annotated[Optional[Path], typer.Option("--pm", help="Or a preference model scoring each option's response.")] = None,
     raw: Annotated[bool, typer.Option("--raw", help="Score the prompt as raw text instead of a chat turn.")] = False,
+    backend: Backend = "transformers",
     batch_size: BatchSize = 16,
     dtype: Dtype = "auto",
     device: Device = "auto",
@@ -847,7 +849,7 @@ def eval_mc(
     else:
         items = evals.mc_items(data, seed)
         items = items[:limit] if limit else items
-        engine = backends.build("transformers", model, dtype=dtype, device=device, batch_size=batch_size)
+        engine = backends.build(backend, model, dtype=dtype, device=device, batch_size=batch_size)
         results = evals.mc_accuracy(engine, items, raw=raw)
     if json_out:
         typer.echo(json.dumps(results))
