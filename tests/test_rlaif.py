@@ -86,8 +86,9 @@ def test_dpo_on_label_output(tiny_model, tmp_path):
     out = tmp_path / "dpo"
     result = CliRunner().invoke(app, ["rlaif", "--algo", "dpo", "--policy", str(tiny_model), "--data", str(data),
                                       "--label-smoothing", "auto", "--min-margin", "0.1", "--steps", "2",
-                                      "--device", "cpu", "-o", str(out), "-q"])
+                                      "--device", "cpu", "-o", str(out)])
     assert result.exit_code == 0, result.stderr
+    assert "caikit rlaif" in result.stderr  # the summary table (it once crashed on DPO's data rows)
     report = json.loads((out / "caikit_train.json").read_text())
     assert report["data"][0]["used"] == 4
     assert report["hyperparameters"]["label_smoothing"] == pytest.approx(0.2)

@@ -406,7 +406,8 @@ def _summary(stage: str, output: Path, report: dict) -> None:
 
     table = Table(title=f"caikit {stage} -> {output}", show_header=False)
     for source in report.get("data", []):
-        table.add_row("data", f"{source['path']} ({source['used']} of {source['records']} records, weight {source['weight']:g})")
+        weight = f", weight {source['weight']:g}" if "weight" in source else ""
+        table.add_row("data", f"{source['path']} ({source['used']} of {source['records']} records{weight})")
     for key, value in report.get("examples", {}).items():
         table.add_row(f"{key} examples", str(value))
     for key, value in report.get("metrics", {}).items():

@@ -242,7 +242,7 @@ def _dpo_rows(data: list[str], options: RlOptions) -> tuple[list[dict], list[dic
         examples = inputs.read_preferences(path)
         kept = [e for e in examples if abs(e["label"] - 0.5) >= options.min_margin]
         rows += [{k: e[k] for k in ("prompt", "chosen", "rejected", "label")} for e in kept]
-        described.append({"path": path, "sha256": training.sha256_file(path), "records": len(examples), "used": len(kept)})
+        described.append({"path": path, "sha256": training.sha256_file(path), "records": len(examples), "weight": 1.0, "used": len(kept)})
     if not rows:
         raise CaikitError(f"--min-margin {options.min_margin}: no preference pair is left to train on")
     return rows, described
