@@ -4,9 +4,9 @@ A prompt is either a chat conversation (a list of `{"role", "content"}` dicts, r
 model's chat template; a final assistant message is continued, not closed) or a plain string used
 verbatim. A backend does two things:
 
-- `generate(prompts, params, on_batch=None) -> list[str]`: `params.n` samples per prompt, flat and
-  prompt-major (`out[i * n + j]` is sample j of prompt i). `on_batch(indices, samples)` is called as
-  each internal batch finishes, so stages can write results incrementally.
+- `generate(prompts, params) -> list[str]`: `params.n` samples per prompt, flat and prompt-major
+  (`out[i * n + j]` is sample j of prompt i). Stages call it once per batch of records and write the
+  results as each call returns.
 - `score_choices(prompts, choices) -> list[list[float]]`: the summed log-probability of each choice
   continuation (e.g. " (A)" and " (B)") after each prompt, by prefill only. `choices` is one list
   shared by every prompt or one list per prompt.
@@ -17,13 +17,12 @@ Stages receive a backend; they never build one. `build(...)` is for the CLI.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Protocol, Sequence, Union
+from typing import Protocol, Sequence, Union
 
 from caikit.errors import CaikitError
 
 Message = dict
 Prompt = Union[str, list]
-OnBatch = Callable[[list, list], None]
 
 
 @dataclass(frozen=True)
@@ -59,13 +58,27 @@ class Backend(Protocol):
     batch_size: int
     generated_tokens: int  # running count, for throughput reports
 
-    def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams, on_batch: OnBatch | None = None
-    ) -> list[str]: ...
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[str]: ...
 
     def score_choices(
         self, prompts: Sequence[Prompt], choices: Sequence[str] | Sequence[Sequence[str]]
     ) -> list[list[float]]: ...
+
+
+def render(tokenizer, prompt: Prompt) -> str:
+    """The text a model sees for `prompt`: its chat template applied to a conversation (a final
+    assistant message is continued, not closed), or a plain string as it is."""
+    if isinstance(prompt, str):
+        return prompt
+    continue_final = bool(prompt) and prompt[-1].get("role") == "assistant"
+    return tokenizer.apply_chat_template(
+        prompt, tokenize=False, add_generation_prompt=not continue_final, continue_final_message=continue_final
+    )
+
+
+def encode(tokenizer, prompt: Prompt) -> list[int]:
+    """Token ids of `prompt`: chat templates hold their special tokens; plain strings get the tokenizer's."""
+    return tokenizer(render(tokenizer, prompt), add_special_tokens=isinstance(prompt, str))["input_ids"]
 
 
 def _transformers(model, **options):

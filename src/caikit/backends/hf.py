@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from caikit import models
-from caikit.backends import OnBatch, Prompt, SamplingParams
+from caikit.backends import Prompt, SamplingParams, encode, render
 
 
 class TransformersBackend:
@@ -50,19 +50,10 @@ class TransformersBackend:
 
     def render(self, prompt: Prompt) -> str:
         """The text the model sees for `prompt` (chat template applied to conversations)."""
-        if isinstance(prompt, str):
-            return prompt
-        continue_final = bool(prompt) and prompt[-1].get("role") == "assistant"
-        return self._tok.apply_chat_template(
-            prompt,
-            tokenize=False,
-            add_generation_prompt=not continue_final,
-            continue_final_message=continue_final,
-        )
+        return render(self._tok, prompt)
 
     def encode(self, prompt: Prompt) -> list[int]:
-        # Chat templates already hold their special tokens; plain strings get the tokenizer's (e.g. BOS).
-        return self._tok(self.render(prompt), add_special_tokens=isinstance(prompt, str))["input_ids"]
+        return encode(self._tok, prompt)
 
     def _batches(self, encoded: list[list[int]]):
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
@@ -78,9 +69,7 @@ class TransformersBackend:
 
     # -- generation -----------------------------------------------------------------------------
 
-    def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams, on_batch: OnBatch | None = None
-    ) -> list[str]:
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[str]:
         encoded = [self.encode(p) for p in prompts]
         out: list[str] = [""] * (len(prompts) * params.n)
         sampling = params.temperature > 0
@@ -105,8 +94,6 @@ class TransformersBackend:
             samples = [self._finish(row, params.stop) for row in new]
             for k, i in enumerate(indices):
                 out[i * params.n : (i + 1) * params.n] = samples[k * params.n : (k + 1) * params.n]
-            if on_batch is not None:
-                on_batch(indices, [samples[k * params.n : (k + 1) * params.n] for k in range(len(indices))])
         return out
 
     def _finish(self, row: list[int], stop: Sequence[str]) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from caikit import models
-from caikit.backends import Prompt, SamplingParams
+from caikit.backends import Prompt, SamplingParams, encode, render
 from caikit.errors import CaikitError
 
 
@@ -58,15 +58,10 @@ class VllmBackend:
         return cls(llm, tokenizer, model, batch_size)
 
     def render(self, prompt: Prompt) -> str:
-        if isinstance(prompt, str):
-            return prompt
-        continue_final = bool(prompt) and prompt[-1].get("role") == "assistant"
-        return self._tok.apply_chat_template(
-            prompt, tokenize=False, add_generation_prompt=not continue_final, continue_final_message=continue_final
-        )
+        return render(self._tok, prompt)
 
     def encode(self, prompt: Prompt) -> list[int]:
-        return self._tok(self.render(prompt), add_special_tokens=isinstance(prompt, str))["input_ids"]
+        return encode(self._tok, prompt)
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[str]:
         from vllm import SamplingParams as VllmParams
