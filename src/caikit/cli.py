@@ -48,6 +48,13 @@ Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar, log
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Most tokens generated per response.")]
 Temperature = Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature; 0 is greedy.")]
 TopP = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")]
+# options shared by the training stages (sft, train-pm, rlaif)
+SaveSteps = Annotated[int, typer.Option("--save-steps", min=1, help="Checkpoint every N steps (for --resume).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output dir.")]
+ResumeTraining = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in DIR.tmp/.")]
+LoraRank = Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")]
+GradAccum = Annotated[int, typer.Option("--grad-accum", min=1, help="Gradient accumulation steps.")]
+LoraAlpha = Annotated[int, typer.Option("--lora-alpha", min=1, help="LoRA alpha.")]
 
 
 def command(name: str | None = None, group: typer.Typer | None = None, **settings):
@@ -346,8 +353,8 @@ def sft(
         ),
     ] = "smollm2-135m-instruct",
     lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter (peft) instead of all weights.")] = False,
-    lora_r: Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")] = 16,
-    lora_alpha: Annotated[int, typer.Option("--lora-alpha", min=1, help="LoRA alpha.")] = 32,
+    lora_r: LoraRank = 16,
+    lora_alpha: LoraAlpha = 32,
     lora_dropout: Annotated[float, typer.Option("--lora-dropout", min=0.0, max=1.0, help="LoRA dropout.")] = 0.05,
     lora_targets: Annotated[
         str, typer.Option("--lora-targets", help="all-linear, or comma-separated module names (q_proj,v_proj).")
@@ -359,18 +366,18 @@ def sft(
     max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after N optimizer steps (overrides --epochs).")] = -1,
     lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate (default 2e-5 full, 2e-4 LoRA).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Examples per device batch.")] = 4,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Gradient accumulation steps.")] = 1,
+    grad_accum: GradAccum = 1,
     max_length: Annotated[int, typer.Option("--max-length", min=16, help="Truncate examples to N tokens.")] = 1024,
     eval_split: Annotated[
         float, typer.Option("--eval-split", min=0.0, max=0.9, help="Fraction held out for eval loss.")
     ] = 0.0,
-    save_steps: Annotated[int, typer.Option("--save-steps", min=1, help="Checkpoint every N steps (for --resume).")] = 50,
+    save_steps: SaveSteps = 50,
     seed: Seed = 0,
     dtype: Dtype = "auto",
     device: Device = "auto",
     chat_template: ChatTemplate = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output dir.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in DIR.tmp/.")] = False,
+    overwrite: Overwrite = False,
+    resume: ResumeTraining = False,
     quiet: Quiet = False,
 ):
     """Fine-tune on revisions (SL-CAI) with TRL's SFTTrainer; loss on the completion only.
@@ -586,26 +593,26 @@ def train_pm(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output preference-model dir (written atomically).")],
     base_model: Annotated[str, typer.Option("--base-model", help="Causal LM to put a reward head on.")] = "smollm2-135m-instruct",
     lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter (merged at the end) plus the head.")] = False,
-    lora_r: Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")] = 16,
-    lora_alpha: Annotated[int, typer.Option("--lora-alpha", min=1, help="LoRA alpha.")] = 32,
+    lora_r: LoraRank = 16,
+    lora_alpha: LoraAlpha = 32,
     lora_targets: Annotated[str, typer.Option("--lora-targets", help="all-linear or module names.")] = "all-linear",
     epochs: Annotated[float, typer.Option("--epochs", min=0.0, help="Passes over the data.")] = 1.0,
     max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after N optimizer steps.")] = -1,
     lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate (default 1e-5 full, 1e-4 LoRA).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Pairs per device batch.")] = 4,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Gradient accumulation steps.")] = 1,
+    grad_accum: GradAccum = 1,
     max_length: Annotated[int, typer.Option("--max-length", min=16, help="Drop pairs longer than N tokens.")] = 1024,
     eval_split: Annotated[float, typer.Option("--eval-split", min=0.0, max=0.9, help="Fraction held out for metrics.")] = 0.1,
     center_rewards: Annotated[
         Optional[float], typer.Option("--center-rewards", min=0.0, help="Coefficient pulling mean rewards to 0.")
     ] = None,
-    save_steps: Annotated[int, typer.Option("--save-steps", min=1, help="Checkpoint every N steps (for --resume).")] = 50,
+    save_steps: SaveSteps = 50,
     seed: Seed = 0,
     dtype: Dtype = "auto",
     device: Device = "auto",
     chat_template: ChatTemplate = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output dir.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in DIR.tmp/.")] = False,
+    overwrite: Overwrite = False,
+    resume: ResumeTraining = False,
     quiet: Quiet = False,
 ):
     """Train a preference model on soft AI labels (and human pairs) with TRL's RewardTrainer.
@@ -896,13 +903,13 @@ def rlaif(
     ] = "0",
     min_margin: Annotated[float, typer.Option("--min-margin", min=0.0, max=0.5, help="DPO: drop pairs with |label - 0.5| < M.")] = 0.0,
     lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter (merged at the end).")] = False,
-    lora_r: Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")] = 16,
-    save_steps: Annotated[int, typer.Option("--save-steps", min=1, help="Checkpoint every N steps (for --resume).")] = 50,
+    lora_r: LoraRank = 16,
+    save_steps: SaveSteps = 50,
     seed: Seed = 0,
     dtype: Dtype = "auto",
     device: Device = "auto",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output dir.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in DIR.tmp/.")] = False,
+    overwrite: Overwrite = False,
+    resume: ResumeTraining = False,
     quiet: Quiet = False,
 ):
     """Reinforcement learning from AI feedback: RLOO/GRPO against a preference model with a KL penalty, or DPO.
