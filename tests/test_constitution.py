@@ -33,7 +33,7 @@ def test_helpful_only_is_a_different_constitution():
 def test_paper_directory_loads_every_file_unchanged():
     const = constitution.load(str(PAPER))
     assert [p.id for p in const.principles][:2] == ["harmful0", "harmful1"] and len(const.principles) == 16
-    first = const.principle("harmful0")
+    first = next(p for p in const.principles if p.id == "harmful0")
     assert first.critique.startswith("Identify specific ways") and "CritiqueRequest" not in first.critique
     assert first.revision.startswith("Please rewrite") and not first.revision.endswith("Revision:")
     assert len(const.comparisons) == 16 and not const.comparisons[0].question.endswith("Options:")

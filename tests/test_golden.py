@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from caikit.cli import app
 
 GOLDEN = Path(__file__).parent / "golden"
-PROMPTS = Path(__file__).resolve().parents[1] / "examples" / "prompts" / "redteam.jsonl"
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ROOT / "examples" / "prompts" / "redteam.jsonl"
 
 
 def run(*args) -> str:
@@ -51,8 +52,10 @@ def same(new, old, where="") -> None:
 
 
 def check(name: str, value, tiny_model: Path) -> None:
-    """Compare `value` with the golden file `name` (the tiny model's temporary path shown as <tiny>)."""
-    value = json.loads(json.dumps(without_timestamps(value)).replace(str(tiny_model), "<tiny>"))
+    """Compare `value` with the golden file `name` (the tiny model's temporary path shown as <tiny>, the
+    checkout's as <root>)."""
+    text = json.dumps(without_timestamps(value)).replace(str(tiny_model), "<tiny>").replace(f"{ROOT}/", "<root>/")
+    value = json.loads(text)
     path = GOLDEN / f"{name}.json"
     if os.environ.get("CAIKIT_GOLDEN_UPDATE"):
         GOLDEN.mkdir(exist_ok=True)
@@ -133,10 +136,7 @@ def test_eval_mc_and_pm_figures(tiny_model, seeded_pm, runs):
     check("eval_mc", mc, tiny_model)
     mc_raw = json.loads(run("eval", "mc", "--model", tiny_model, "--data", files[0], "--raw", "--device", "cpu", "--json", "-q"))
     check("eval_mc_raw", mc_raw, tiny_model)
-    pm_args = ["eval", "pm", "--pm", seeded_pm, "--data", files[2], "--data", runs / "labels.jsonl", "--device", "cpu", "-q"]
-    if "--json" in run("eval", "pm", "--help"):
-        pm_args.append("--json")
-    figures = json.loads(run(*pm_args))
+    figures = json.loads(run("eval", "pm", "--pm", seeded_pm, "--data", files[2], "--data", runs / "labels.jsonl", "--device", "cpu", "-q", "--json"))
     figures.pop("pm")  # a temporary path
     figures["data"] = [Path(d).name for d in figures["data"]]
     check("eval_pm", figures, tiny_model)

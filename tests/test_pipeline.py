@@ -30,7 +30,7 @@ def test_scaled_down_quickstart(tiny_model, tmp_path):
     cli("label", "-i", run / "redteam.jsonl", "-o", run / "labels.jsonl", "--policy", run / "sl-cai", "--feedback-model", tiny_model, "--max-new-tokens", 8)
     cli("train-pm", "--data", run / "labels.jsonl", "-o", run / "pm", "--base-model", tiny_model, "--max-steps", 2, "--eval-split", 0, "--device", "cpu")
     cli("rlaif", "--policy", run / "sl-cai", "--reward", run / "pm", "--prompts", run / "redteam.jsonl", "--steps", 1,
-        "--max-new-tokens", 8, "--num-generations", 2, "--batch-size", 1, "-o", run / "rl-cai", "--device", "cpu")
+        "--max-new-tokens", 8, "--num-generations", 2, "--batch-size", 2, "-o", run / "rl-cai", "--device", "cpu")
     cli("eval", "compare", "-o", run / "eval", "--model", f"base={tiny_model}", "--model", f"sl={run / 'sl-cai'}",
         "--model", f"rl={run / 'rl-cai'}", "--red-team", tmp_path / "rt.txt", "--helpful", tmp_path / "hp.txt",
         "--judge", tiny_model, "--pm", run / "pm", "--max-new-tokens", 6)

@@ -119,7 +119,7 @@ def test_eval_pm_on_the_papers_438_file(tiny_pm):
     path = SHARED / "data" / "anthropic-cai" / "evals" / "438HHHEvaluations.jsonl"
     if not path.exists():
         pytest.skip("../shared is not present beside the checkout")
-    result = CliRunner().invoke(app, ["eval", "pm", "--pm", str(tiny_pm), "--data", str(path), "--device", "cpu"])
+    result = CliRunner().invoke(app, ["eval", "pm", "--pm", str(tiny_pm), "--data", str(path), "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.stderr
     results = json.loads(result.stdout)
     overall = results
@@ -137,7 +137,7 @@ def test_eval_pm_bigbench_and_subsets(tiny_pm, tmp_path):
         {"prompt": "q1", "chosen": "good", "rejected": "bad", "category": "harmless"},
         {"prompt": "q2", "chosen": "good", "rejected": "bad", "category": "helpful"},
     ])
-    result = CliRunner().invoke(app, ["eval", "pm", "--pm", str(tiny_pm), "--data", str(folder), "--device", "cpu"])
+    result = CliRunner().invoke(app, ["eval", "pm", "--pm", str(tiny_pm), "--data", str(folder), "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.stderr
     results = json.loads(result.stdout)
     assert results["n"] == 4 and set(results["subsets"]) == {"honest", "harmless", "helpful"}

@@ -25,8 +25,8 @@ def prompts_file(tmp_path):
 
 @pytest.mark.parametrize("algo", ["rloo", "grpo"])
 def test_reward_rises_with_a_planted_reward(tiny_model, prompts_file, tmp_path, algo):
-    options = rlaif.RlOptions(algo=algo, kl_coef=0.0, num_generations=4, max_new_tokens=16, lr=3e-2, steps=20,
-                              batch_size=2, device="cpu")
+    options = rlaif.RlOptions(algo=algo, kl_coef=0.0, num_generations=4, max_new_tokens=16, lr=3e-2, max_steps=20,
+                              batch_size=8, device="cpu")
     report = rlaif.run(str(tiny_model), tmp_path / "out", options, reward=short_answers, reward_description={"kind": "test"},
                        prompts=[(str(prompts_file), 1.0)], quiet=True)
     rewards = [h["reward"] for h in report["history"] if h["reward"] is not None]

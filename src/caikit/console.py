@@ -65,6 +65,21 @@ def progress(description: str, total: int, quiet: bool = False):
         yield lambda n: bar.advance(task, n)
 
 
+def progress_factory(quiet: bool):
+    """`progress(description, total)` bound to `quiet`, for stages that open their own bars."""
+    return lambda description, total: progress(description, total, quiet)
+
+
+def table(title: str, rows: list[tuple[str, str]]) -> None:
+    """A two-column summary table on stderr."""
+    from rich.table import Table
+
+    shown = Table(title=title, show_header=False)
+    for key, value in rows:
+        shown.add_row(key, value)
+    stderr().print(shown)
+
+
 class Timer:
     def __init__(self):
         self.start = time.perf_counter()

@@ -93,9 +93,6 @@ class Constitution:
         }
         return hashlib.sha256(canonical(content).encode()).hexdigest()[:12]
 
-    def principle(self, pid: str) -> Principle:
-        return next(p for p in self.principles if p.id == pid)
-
     def provenance(self) -> dict:
         return {"name": self.name, "hash": self.hash, "source": self.source}
 

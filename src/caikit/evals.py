@@ -17,6 +17,8 @@ from pathlib import Path
 
 from caikit import inputs
 from caikit.errors import CaikitError
+from caikit.judge import ANSWER
+from caikit.stats import accuracy_table
 
 
 def data_files(paths: list[str]) -> list[Path]:
@@ -39,21 +41,30 @@ def subset_name(path: Path) -> str:
     return path.name.removesuffix(".gz").removesuffix(".jsonl").removesuffix(".json")
 
 
-def bigbench_items(path: Path) -> list[dict]:
-    """Multiple-choice items `{"prompt", "responses", "targets", "subset"}` from BIG-bench JSON."""
+def bigbench_examples(path: Path) -> list[tuple[str, str, dict]]:
+    """(where, input text, target_scores) of each example of a BIG-bench JSON task file."""
+    text = inputs.decode(str(path), inputs.read_bytes(str(path)))
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CaikitError(f"{path}: not valid JSON ({err})") from None
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CaikitError(f"{path}:{err.lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("examples"), list):
         raise CaikitError(f"{path}: BIG-bench JSON needs an 'examples' list")
-    items = []
+    examples = []
     for k, example in enumerate(raw["examples"]):
         where = f"{path}: examples[{k}]"
         scores = example.get("target_scores") if isinstance(example, dict) else None
         text = example.get("input") if isinstance(example, dict) else None
         if not isinstance(text, str) or not isinstance(scores, dict) or len(scores) < 2:
-            raise CaikitError(f"{where}: needs an 'input' transcript and 'target_scores' with at least 2 responses")
+            raise CaikitError(f"{where}: needs an 'input' and 'target_scores' with at least 2 options")
+        examples.append((where, text, scores))
+    return examples
+
+
+def bigbench_items(path: Path) -> list[dict]:
+    """Comparison items `{"prompt", "responses", "targets", "subset"}` from BIG-bench JSON."""
+    items = []
+    for where, text, scores in bigbench_examples(path):
         transcript = text if text.startswith("\n\n") else "\n\n" + text
         prompt = inputs.parse_transcript(transcript.rstrip().removesuffix("Assistant:").rstrip(), keep_history=True)
         if prompt is None:
@@ -100,11 +111,9 @@ def pm_accuracy(pm, items: list[dict]) -> dict:
     return accuracy_table(by_subset)
 
 
-
 # -- multiple choice (`caikit eval mc`) -------------------------------------------------------------
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-ANSWER = "The answer is:"
 
 
 def mc_question(stem: str, options: list[str]) -> str:
@@ -127,17 +136,11 @@ def mc_items(paths: list[str], seed: int = 0) -> list[dict]:
     for path in data_files(paths):
         subset = subset_name(path)
         if path.suffix == ".json":
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(raw, dict) or not isinstance(raw.get("examples"), list):
-                raise CaikitError(f"{path}: BIG-bench JSON needs an 'examples' list")
-            for k, ex in enumerate(raw["examples"]):
-                scores = ex.get("target_scores") if isinstance(ex, dict) else None
-                if not isinstance(ex.get("input") if isinstance(ex, dict) else None, str) or not isinstance(scores, dict) or len(scores) < 2:
-                    raise CaikitError(f"{path}: examples[{k}]: needs 'input' and 'target_scores' with at least 2 options")
+            for _, text, scores in bigbench_examples(path):
                 options = list(scores)
                 rng.shuffle(options)
                 best = max(scores.values())
-                items.append({"text": mc_question(ex["input"], options), "choices": [f" ({LETTERS[i]})" for i in range(len(options))],
+                items.append({"text": mc_question(text, options), "choices": [f" ({LETTERS[i]})" for i in range(len(options))],
                               "correct": {i for i, o in enumerate(options) if scores[o] == best}, "subset": subset})
             continue
         for number, row in inputs.read_jsonl(str(path)):
@@ -174,17 +177,6 @@ def as_chat(text: str) -> list[dict]:
     if stem.endswith(ANSWER):
         stem = stem[: -len(ANSWER)].rstrip()
     return [{"role": "user", "content": stem.strip()}, {"role": "assistant", "content": ANSWER}]
-
-
-def accuracy_table(hits_by_subset: dict[str, list[int]]) -> dict:
-    from caikit.label import wilson
-
-    def summary(hits):
-        lo, hi = wilson(sum(hits), len(hits))
-        return {"n": len(hits), "accuracy": sum(hits) / len(hits), "ci95": [lo, hi]}
-
-    everything = [h for hits in hits_by_subset.values() for h in hits]
-    return {**summary(everything), "subsets": {k: summary(v) for k, v in sorted(hits_by_subset.items())}}
 
 
 def mc_accuracy(backend, items: list[dict], raw: bool = False) -> dict:

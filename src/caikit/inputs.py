@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from caikit.errors import CaikitError, located
-from caikit.records import prompt_id
+from caikit.records import pair_id, prompt_id
 
 FORMATS = ("auto", "jsonl", "csv", "txt", "hh")
 ROLES = ("system", "user", "assistant")
@@ -92,11 +92,11 @@ def jsonl_rows(path: str, text: str):
         yield number, row
 
 
-def read_jsonl(path: str, *, strict: bool = True) -> list[tuple[int, dict]]:
-    """All records of a JSONL file (or `-`), with their line numbers."""
+def read_jsonl(path: str) -> list[tuple[int, dict]]:
+    """All records of a JSONL file (or `-`), with their line numbers; an empty file is an error."""
     data = read_bytes(path)
     rows = list(jsonl_rows(path, decode(path, data)))
-    if strict and not rows:
+    if not rows:
         raise CaikitError(f"{'<stdin>' if path == '-' else path}: no records (the input is empty)")
     return rows
 
@@ -264,8 +264,6 @@ def pair_of(row: dict, where: tuple) -> tuple[list[dict], str, str, tuple[str, s
 def read_pairs(path: str) -> tuple[list[dict], dict]:
     """Pairs to label, `{"id", "prompt", "a", "b", ...}` (a = chosen when relabelling), from any shape
     `pair_of` accepts. Pairs with an empty or identical response are skipped and counted."""
-    from caikit.label import pair_id
-
     pairs, skipped = [], {"identical": 0, "empty": 0}
     for number, row in read_jsonl(path):
         prompt, a, b, keys = pair_of(row, (path, number))

@@ -1,19 +1,13 @@
 """`caikit label`: AI feedback. A feedback model compares two responses under a constitution
-principle; the normalized log-probabilities of ` (A)` and ` (B)` give a soft preference label.
+principle (the question of `caikit.judge`); the normalized log-probabilities of ` (A)` and ` (B)`
+give a soft preference label.
 
-The multiple-choice question has the paper's shape: the conversation, the principle, options (A)
-and (B) with each response boxed in `[[[ ... ]]]`, and "The answer is:". For a chat model the
-question is the user turn and "The answer is:" starts the assistant turn, which `score_choices`
-continues with ` (A)` or ` (B)` (prefill only, no sampling): p(A) = e^lA / (e^lA + e^lB).
-
-- Debiasing (default on): both orders are scored and averaged, p = (p_AB(A) + p_BA(B)) / 2; the
-  position bias of the labeler (mean probability of the first slot) is reported.
+- Input: pairs to (re)label, or prompts with a policy that samples K responses per prompt, every
+  pair of which is labelled (`sample_pairs`).
+- Debiasing (default on): both orders are scored and averaged; the labeler's position bias (mean
+  probability of the first slot) is reported.
 - Ensembles: `principles_per_label` K > 1 averages K distinct sampled comparison principles.
-- Chain of thought: the model first writes reasoning after "Let's think step by step:" (sampled);
-  the answer is scored after it; probabilities are clamped (paper: 0.4-0.6), `cot_samples` chains
-  averaged.
-- Responses and the conversation are escaped so text inside a box cannot close it, forge an
-  option marker or write "The answer is:".
+- Chain of thought: reasoning first, then the answer is scored; clamped and averaged (`judge.Cot`).
 
 All probabilities in a record are p(first response of the pair is better), before choosing:
 `chosen` is the response with p >= 0.5 and `label` = p(chosen > rejected).
@@ -21,70 +15,15 @@ All probabilities in a record are p(first response of the pair is better), befor
 
 from __future__ import annotations
 
-import hashlib
-import math
-import random
-import re
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
+from caikit import judge
 from caikit.backends import Backend, SamplingParams
-from caikit.constitution import Comparison, ComparisonExample, Constitution
-from caikit.records import canonical, provenance
-
-ANSWER = "The answer is:"
-COT = "Let's think step by step:"
-CHOICES = (" (A)", " (B)")
-
-
-def escape(text: str) -> str:
-    """Neutralize box delimiters, option markers and the answer cue inside quoted text."""
-    text = re.sub(r"\[{3,}", lambda m: " ".join("[" * len(m.group())), text)
-    text = re.sub(r"\]{3,}", lambda m: " ".join("]" * len(m.group())), text)
-    text = re.sub(r"\(\s*([ABab])\s*\)", lambda m: f"«{m.group(1)}»", text)
-    return re.sub(r"(?i)(the\s+answer\s+is)\s*:", r"\1 -", text)
-
-
-def render_conversation(prompt: list[dict]) -> str:
-    names = {"user": "Human", "assistant": "Assistant"}
-    return "\n\n".join(f"{names[m['role']]}: {escape(m['content'])}" for m in prompt if m["role"] in names)
-
-
-def question(prompt: list[dict], first: str, second: str, principle: str) -> str:
-    return (
-        "Consider the following conversation between a human and an assistant:\n\n"
-        f"{render_conversation(prompt)}\n\n"
-        f"{principle}\n"
-        "Options:\n"
-        f" (A) [[[{escape(first)}]]]\n"
-        f" (B) [[[{escape(second)}]]]"
-    )
-
-
-def few_shot_turns(examples: list[ComparisonExample], principle: Comparison) -> list[dict]:
-    turns = []
-    for e in examples:
-        turns.append({"role": "user", "content": question(e.prompt, e.response_a, e.response_b, e.question or principle.question)})
-        turns.append({"role": "assistant", "content": f"{ANSWER} ({e.answer})"})
-    return turns
-
-
-def conversation(prompt, first, second, principle: Comparison, shots: list[ComparisonExample], reasoning: str | None = None):
-    """The chat the feedback model scores: few-shot turns, the question, and the assistant's prefix."""
-    prefix = ANSWER if reasoning is None else f"{COT} {reasoning.strip()}\n{ANSWER}"
-    return [
-        *few_shot_turns(shots, principle),
-        {"role": "user", "content": question(prompt, first, second, principle.question)},
-        {"role": "assistant", "content": prefix},
-    ]
-
-
-def normalized(logprobs: list[float]) -> float:
-    """p(A) from the log-probabilities of (A) and (B)."""
-    la, lb = logprobs
-    top = max(la, lb)
-    ea, eb = math.exp(la - top), math.exp(lb - top)
-    return ea / (ea + eb)
+from caikit.constitution import Comparison, Constitution
+from caikit.records import preference_record, provenance
+from caikit.stats import wilson
 
 
 @dataclass
@@ -100,14 +39,6 @@ class LabelOptions:
     chunk_size: int = 32
 
 
-def pair_id(prompt: list[dict], a: str, b: str) -> str:
-    return hashlib.sha256(canonical([prompt, a, b]).encode()).hexdigest()[:16]
-
-
-def draw_principles(comparisons: list[Comparison], k: int, seed: int, pid: str) -> list[Comparison]:
-    return random.Random(f"{seed}:{pid}:label").sample(comparisons, k)
-
-
 def label_pairs(
     pairs: list[dict],
     backend: Backend,
@@ -120,72 +51,39 @@ def label_pairs(
     shots = const.comparison_examples if options.few_shot else []
     for start in range(0, len(pairs), options.chunk_size):
         chunk = pairs[start : start + options.chunk_size]
-        jobs = []  # (pair index, principle, order): order 0 = (a, b), order 1 = (b, a)
+        jobs, owners = [], []
         for i, pair in enumerate(chunk):
-            for principle in draw_principles(comparisons, options.principles_per_label, options.seed, pair["id"]):
-                for order in (0, 1) if options.debias else (0,):
-                    jobs.append((i, principle, order))
-        p_first_slot = _score(chunk, jobs, backend, shots, options, start)
-        results: dict[int, dict] = {}
-        for (i, principle, order), (p_slot_a, reasoning) in zip(jobs, p_first_slot):
-            entry = results.setdefault(i, {}).setdefault(principle.id, {"id": principle.id})
-            key = "p_first_order" if order == 0 else "p_second_order"
-            entry[key] = p_slot_a if order == 0 else 1 - p_slot_a  # always p(a is better)
-            entry.setdefault("p_slot_a", []).append(p_slot_a)
-            if reasoning is not None:
-                entry.setdefault("reasoning", []).extend(reasoning)
+            for principle in judge.draw_principles(comparisons, options.principles_per_label, options.seed, pair["id"]):
+                jobs.append((pair["prompt"], pair["a"], pair["b"], principle))
+                owners.append(i)
+        cot = None
+        if options.cot:
+            cot = judge.Cot(options.cot_samples, options.clamp, replace(options.cot_params, seed=options.seed + start))
+        judged = judge.score_pairs(backend, jobs, debias=options.debias, shots=shots, cot=cot)
+        entries: dict[int, list[dict]] = {}
+        for i, job, result in zip(owners, jobs, judged):
+            entries.setdefault(i, []).append(_entry(job[3], result))
         for i, pair in enumerate(chunk):
-            yield _record(pair, list(results[i].values()), backend, const, options)
+            yield _record(pair, entries[i], backend, const, options)
         advance(len(chunk))
 
 
-def _score(chunk, jobs, backend, shots, options, start) -> list[tuple[float, list[str] | None]]:
-    """p(slot A) for each job (plus the reasoning chains when CoT is on)."""
-
-    def slots(i, order):
-        pair = chunk[i]
-        return (pair["a"], pair["b"]) if order == 0 else (pair["b"], pair["a"])
-
-    if not options.cot:
-        prompts = [conversation(chunk[i]["prompt"], *slots(i, o), p, shots) for i, p, o in jobs]
-        return [(normalized(lp), None) for lp in backend.score_choices(prompts, list(CHOICES))]
-    asks = []
-    for i, principle, order in jobs:
-        conv = conversation(chunk[i]["prompt"], *slots(i, order), principle, shots)
-        conv[-1] = {"role": "assistant", "content": COT}
-        asks.append(conv)
-    params = replace(options.cot_params, n=options.cot_samples, seed=options.seed + start, stop=(ANSWER, "\nHuman:"))
-    chains = backend.generate(asks, params)
-    prompts = []
-    for k, (i, principle, order) in enumerate(jobs):
-        for reasoning in chains[k * options.cot_samples : (k + 1) * options.cot_samples]:
-            prompts.append(conversation(chunk[i]["prompt"], *slots(i, order), principle, shots, reasoning=reasoning))
-    scores = backend.score_choices(prompts, list(CHOICES))
-    lo, hi = options.clamp
-    out = []
-    for k in range(len(jobs)):
-        probs = [min(max(normalized(lp), lo), hi) for lp in scores[k * options.cot_samples : (k + 1) * options.cot_samples]]
-        out.append((sum(probs) / len(probs), chains[k * options.cot_samples : (k + 1) * options.cot_samples]))
-    return out
+def _entry(principle: Comparison, result: dict) -> dict:
+    """One principle's verdict; every probability is p(a is better)."""
+    slot_a = result["p_slot_a"]
+    entry = {"id": principle.id, "p_first_order": slot_a[0], "p_slot_a": slot_a}
+    if len(slot_a) == 2:
+        entry["p_second_order"] = 1 - slot_a[1]
+    if "reasoning" in result:
+        entry["reasoning"] = result["reasoning"]
+    entry["p"] = result["p"]
+    return entry
 
 
 def _record(pair: dict, principles: list[dict], backend, const: Constitution, options: LabelOptions) -> dict:
-    for entry in principles:
-        orders = [entry[k] for k in ("p_first_order", "p_second_order") if k in entry]
-        entry["p"] = sum(orders) / len(orders)
     p_a = sum(e["p"] for e in principles) / len(principles)
-    a_wins = p_a >= 0.5
-    chosen, rejected = (pair["a"], pair["b"]) if a_wins else (pair["b"], pair["a"])
-    record = {
-        "id": pair["id"],
-        "prompt": pair["prompt"],
-        "chosen": [{"role": "assistant", "content": chosen}],
-        "rejected": [{"role": "assistant", "content": rejected}],
-        "label": p_a if a_wins else 1 - p_a,
-        "p_a": p_a,
-        "principles": principles,
-        **{k: v for k, v in pair.items() if k not in ("id", "prompt", "a", "b")},
-    }
+    extra = {k: v for k, v in pair.items() if k not in ("id", "prompt", "a", "b")}
+    record = preference_record(pair["id"], pair["prompt"], pair["a"], pair["b"], p_a, principles=principles, **extra)
     record["caikit"] = provenance(
         "label",
         backend,
@@ -216,14 +114,62 @@ def make_pairs(records: list[dict], samples: list[list[str]]) -> list[dict]:
     return pairs
 
 
-def wilson(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion."""
-    if total == 0:
-        return (0.0, 1.0)
-    p = successes / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+def sample_pairs(prompts: list[dict], policy: Backend, params: SamplingParams, skipped: dict) -> list[dict]:
+    """Sample `params.n` responses per prompt and pair them; empty or identical pairs are counted and dropped."""
+    n = params.n
+    texts = policy.generate([r["prompt"] for r in prompts], params)
+    pairs = []
+    for pair in make_pairs(prompts, [texts[k * n : (k + 1) * n] for k in range(len(prompts))]):
+        a, b = pair["a"].strip(), pair["b"].strip()
+        skipped["identical"] += a == b
+        skipped["empty"] += not (a and b)
+        if a and b and a != b:
+            pairs.append(pair)
+    return pairs
+
+
+def remaining(items: list[dict], done: set[str], *, prompts: bool) -> list[dict]:
+    """What an interrupted run has left: prompts with no labelled pair yet, or pairs not yet labelled."""
+    if prompts:
+        labelled = {i.rsplit("-", 2)[0] for i in done}
+        return [r for r in items if r["id"] not in labelled]
+    return [p for p in items if p["id"] not in done]
+
+
+def run(
+    items: list[dict],
+    feedback: Backend,
+    const: Constitution,
+    comparisons: list[Comparison],
+    options: LabelOptions,
+    *,
+    policy: Backend | None = None,
+    sampling: SamplingParams | None = None,
+    min_margin: float = 0.0,
+    hard: bool = False,
+    skipped: dict | None = None,
+    progress=lambda description, total: nullcontext(lambda n: None),
+) -> Iterator[dict]:
+    """Label `items` (pairs; or prompts when a `policy` samples `sampling.n` responses each) and yield
+    the records kept after `min_margin`; `skipped` counts what was dropped and why."""
+    skipped = skipped if skipped is not None else {}
+    for reason in ("identical", "empty", "min_margin"):
+        skipped.setdefault(reason, 0)
+    pairs = items
+    if policy is not None:
+        with progress(f"sampling {sampling.n} responses", len(items)) as advance:
+            pairs = sample_pairs(items, policy, sampling, skipped)
+            advance(len(items))
+    if not pairs:
+        return
+    with progress("labelling pairs", len(pairs)) as advance:
+        for record in label_pairs(pairs, feedback, const, comparisons, options, advance):
+            if abs(record["p_a"] - 0.5) < min_margin:
+                skipped["min_margin"] += 1
+                continue
+            if hard:
+                record["soft_label"], record["label"] = record["label"], 1.0
+            yield record
 
 
 def summarize(records: list[dict]) -> dict:
@@ -243,3 +189,22 @@ def summarize(records: list[dict]) -> dict:
         "position_bias": sum(slot_a) / len(slot_a) if slot_a else None,
         "principle_agreement": {k: sum(v) / len(v) for k, v in sorted(agree.items())},
     }
+
+
+def summary_rows(records: list[dict], skipped: dict, seconds: float, check_human: bool) -> list[tuple[str, str]]:
+    """The end-of-run table: counts, confidence, position bias, agreement with humans when checked."""
+    stats = summarize(records)
+    rows = [("pairs labelled", str(stats["pairs"]))]
+    rows += [(f"skipped ({reason.replace('_', ' ')})", str(count)) for reason, count in skipped.items() if count]
+    if records:
+        rows.append(("mean label p(chosen)", f"{stats['mean_label']:.3f}"))
+        rows.append(("mean confidence |2p-1|", f"{stats['mean_confidence']:.3f}"))
+        if stats["position_bias"] is not None:
+            rows.append(("position bias p(first slot)", f"{stats['position_bias']:.3f}"))
+        rows += [(f"agreement with ensemble: {pid}", f"{share:.2f}") for pid, share in stats["principle_agreement"].items()]
+    if check_human and records:
+        agree = sum(r["p_a"] > 0.5 for r in records)
+        lo, hi = wilson(agree, len(records))
+        rows.append(("AI agrees with the human choice", f"{agree / len(records):.3f} (95% CI {lo:.3f}-{hi:.3f}, n={len(records)})"))
+    rows.append(("seconds", f"{seconds:.1f} ({len(records) / seconds if seconds else 0:.2f} pairs/s)"))
+    return rows

@@ -143,7 +143,6 @@ def _from_hub(repo_id: str) -> Path:
 @dataclass
 class LoadedModel:
     spec: str
-    path: Path
     model: Any
     tokenizer: Any
     device: str
@@ -215,4 +214,4 @@ def load(
     model.to(device).eval()
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return LoadedModel(spec=spec, path=path, model=model, tokenizer=tokenizer, device=device)
+    return LoadedModel(spec=spec, model=model, tokenizer=tokenizer, device=device)

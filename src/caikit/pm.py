@@ -9,13 +9,13 @@ soft label p = p(chosen better), i.e. -(p log sigma(d) + (1 - p) log sigma(-d));
 
 from __future__ import annotations
 
-import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from caikit import inputs, models, training
 from caikit.errors import CaikitError
+from caikit.stats import pair_metrics
+from caikit.training import LoraOptions
 
 
 def soft_preference_loss(delta, labels):
@@ -73,7 +73,7 @@ class PmOptions:
     eval_split: float = 0.1
     center_rewards: float | None = None
     save_steps: int = 50
-    lora: object = None  # sft.LoraOptions
+    lora: LoraOptions | None = None
     device: str = "auto"
     dtype: str = "auto"
     chat_template: Path | None = None
@@ -81,19 +81,10 @@ class PmOptions:
 
 def mixed_preferences(sources: list[tuple[str, float]], seed: int) -> tuple[list[dict], list[dict]]:
     """Examples from each FILE:WEIGHT (WEIGHT x its record count, seeded; repeated when > 1)."""
-    rng = random.Random(seed)
-    rows, described = [], []
-    for path, weight in sources:
-        examples = inputs.read_preferences(path)
-        count = max(1, round(weight * len(examples)))
-        rows += training.take(examples, count, rng)
-        hard = sum(1 for e in examples if e["label"] in (0.0, 1.0))
-        described.append(
-            {"path": path, "sha256": training.sha256_file(path), "records": len(examples), "weight": weight, "used": count, "hard_labels": hard}
-        )
-    rng.shuffle(rows)
+    hard = lambda examples: {"hard_labels": sum(1 for e in examples if e["label"] in (0.0, 1.0))}  # noqa: E731
+    rows, described = training.mix(sources, inputs.read_preferences, seed, describe=hard)
     if len(rows) < 2:
-        raise CaikitError(f"--data: need at least 2 preference records, got {len(rows)}")
+        raise CaikitError(f"-i/--data: need at least 2 preference records, got {len(rows)}")
     return rows, described
 
 
@@ -139,29 +130,6 @@ class PreferenceModel:
         return out
 
 
-def pair_metrics(chosen: list[float], rejected: list[float], labels: list[float], bins: int = 10) -> dict:
-    """Pairwise accuracy (vs label > 0.5), mean margin, and expected calibration error of sigma(delta)."""
-    deltas = [c - r for c, r in zip(chosen, rejected)]
-    probs = [1 / (1 + math.exp(-max(min(d, 60), -60))) for d in deltas]
-    decided = [(d, y) for d, y in zip(deltas, labels) if y != 0.5]
-    correct = sum((d > 0) == (y > 0.5) for d, y in decided)
-    ece = 0.0
-    for b in range(bins):
-        members = [(p, y) for p, y in zip(probs, labels) if b / bins <= p < (b + 1) / bins or (b == bins - 1 and p == 1.0)]
-        if members:
-            ece += len(members) / len(probs) * abs(sum(p for p, _ in members) / len(members) - sum(y for _, y in members) / len(members))
-    from caikit.label import wilson
-
-    lo, hi = wilson(correct, len(decided))
-    return {
-        "pairs": len(deltas),
-        "accuracy": correct / len(decided) if decided else None,
-        "accuracy_ci95": [lo, hi],
-        "mean_margin": sum(deltas) / len(deltas) if deltas else None,
-        "ece": ece,
-    }
-
-
 def evaluate_pairs(pm: PreferenceModel, rows: list[dict]) -> dict:
     chosen = pm.rewards([r["prompt"] + r["chosen"] for r in rows])
     rejected = pm.rewards([r["prompt"] + r["rejected"] for r in rows])
@@ -174,8 +142,7 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig
 
-    if out.exists() and not overwrite:
-        raise CaikitError(f"-o {out}: already exists; pass --overwrite to replace it")
+    training.check_output(out, overwrite)
     rows, described = mixed_preferences(sources, options.seed)
     device = models.pick_device(options.device)
     dtype = models.pick_dtype(options.dtype, device)
@@ -223,9 +190,9 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
         callbacks=[training.progress_callback(quiet)],
     )
     training.quiet_trainer(trainer)
-    result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=bool(options.lora))
-    final = work / "final"
-    pm = PreferenceModel(final, device=device)
+    adapter = work / "final" / "adapter" if options.lora and options.lora.keep_adapter else None
+    result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=bool(options.lora), adapter_dir=adapter)
+    pm = PreferenceModel(work / "final", device=device)
     train_rows = [dict(e) for e in dataset]
     metrics = {
         "steps": trainer.state.global_step,
@@ -252,6 +219,15 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
         "resumed_from": Path(checkpoint).name if checkpoint else None,
         "seconds": round(seconds, 1),
     }
-    training.write_report(final / "caikit_train.json", report)
-    training.publish(work, out)
-    return report
+    return training.finish(work, out, report)
+
+
+def summary_metrics(report: dict) -> dict:
+    """The train-pm report's metrics flattened for the summary table (held-out figures when there are any)."""
+    metrics = report["metrics"]
+    part = metrics["held_out"] or metrics["train"]
+    which = "held-out" if metrics["held_out"] else "train"
+    return {
+        "steps": metrics["steps"], "train_loss": metrics["train_loss"],
+        f"{which} accuracy": part["accuracy"], f"{which} mean margin": part["mean_margin"], f"{which} ECE": part["ece"],
+    }

@@ -17,14 +17,14 @@ Rewards (`--reward`):
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from caikit import inputs, models, training
+from caikit import inputs, judge, models, training
 from caikit.backends import SamplingParams
 from caikit.errors import CaikitError
-from caikit.records import canonical
+from caikit.records import canonical, content_id
+from caikit.training import LoraOptions
 
 ALGOS = ("rloo", "grpo", "dpo")
 
@@ -42,41 +42,28 @@ class PMReward:
 
 
 class FeedbackReward:
-    """Direct RLAIF: p(response better than the reference answer) from the feedback model's log-probs."""
+    """Direct RLAIF: p(response better than the reference answer) from the feedback model's log-probs,
+    under a comparison principle drawn per (prompt, response); or, in `absolute` mode, p(harmless and
+    helpful). Both orders (or both wordings) are asked and averaged."""
 
     __name__ = "feedback"
-    ABSOLUTE = (
-        "Is the assistant's last response both harmless and helpful? (A) means yes, (B) means no.",
-        "Is the assistant's last response harmful or unhelpful? (A) means yes, (B) means no.",
-    )
 
     def __init__(self, backend, comparisons, references: dict[str, str], mode: str = "vs-reference", seed: int = 0):
         self.backend = backend
         self.comparisons = comparisons
         self.references = references
         self.mode = mode
-        self.rng = random.Random(seed)
+        self.seed = seed
 
     def __call__(self, prompts, completions, **kwargs):
-        from caikit.constitution import Comparison
-        from caikit.label import CHOICES, conversation, normalized
-
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        asks = []
-        if self.mode == "absolute":  # asked with (A) = good and with (A) = bad, averaged
-            good, bad = (Comparison("absolute", q) for q in self.ABSOLUTE)
-            for prompt, text in zip(prompts, texts):
-                asks.append(conversation(prompt, text, "(no second response)", good, []))
-                asks.append(conversation(prompt, text, "(no second response)", bad, []))
-            scores = self.backend.score_choices(asks, list(CHOICES))
-            return [(normalized(scores[2 * k]) + 1 - normalized(scores[2 * k + 1])) / 2 for k in range(len(texts))]
+        if self.mode == "absolute":
+            return judge.score_yes_no(self.backend, list(zip(prompts, texts)), judge.HARMLESS_AND_HELPFUL)
+        jobs = []
         for prompt, text in zip(prompts, texts):
-            principle = self.rng.choice(self.comparisons)
-            reference = self.references[canonical(prompt)]
-            asks.append(conversation(prompt, text, reference, principle, []))
-            asks.append(conversation(prompt, reference, text, principle, []))
-        scores = self.backend.score_choices(asks, list(CHOICES))
-        return [(normalized(scores[2 * k]) + 1 - normalized(scores[2 * k + 1])) / 2 for k in range(len(texts))]
+            [principle] = judge.draw_principles(self.comparisons, 1, self.seed, content_id([prompt, text]))
+            jobs.append((prompt, text, self.references[canonical(prompt)], principle))
+        return [result["p"] for result in judge.score_pairs(self.backend, jobs)]
 
 
 @dataclass
@@ -87,29 +74,33 @@ class RlOptions:
     max_new_tokens: int = 64
     temperature: float = 1.0
     lr: float = 1e-6
-    steps: int = -1
+    max_steps: int = -1
     epochs: float = 1.0
-    batch_size: int = 2  # prompts per optimizer step (x num_generations completions)
-    lora: object = None
+    batch_size: int = 8  # completions per device batch (a multiple of num_generations); pairs for DPO
+    grad_accum: int = 1
+    lora: LoraOptions | None = None
     seed: int = 0
     save_steps: int = 50
     device: str = "auto"
     dtype: str = "auto"
     label_smoothing: str = "0"
     min_margin: float = 0.0
-    extra: dict = field(default_factory=dict)
+
+
+def check(options: RlOptions) -> None:
+    """Usage errors of the RL settings, before anything is loaded."""
+    if options.kl_coef < 0:
+        raise CaikitError(f"--kl-coef {options.kl_coef}: must be >= 0")
+    if options.algo != "dpo" and options.batch_size % options.num_generations:
+        raise CaikitError(
+            f"--batch-size {options.batch_size}: must be a multiple of --num-generations {options.num_generations} "
+            "(it counts completions: prompts per step x generations)"
+        )
 
 
 def read_prompt_sources(sources: list[tuple[str, float]], seed: int) -> tuple[list[dict], list[dict]]:
-    rng = random.Random(seed)
-    rows, described = [], []
-    for path, weight in sources:
-        records = inputs.read_prompts(path)
-        count = max(1, round(weight * len(records)))
-        rows += [{"prompt": r["prompt"]} for r in training.take(records, count, rng)]
-        described.append({"path": path, "sha256": training.sha256_file(path) if path != "-" else None, "records": len(records), "weight": weight, "used": count})
-    rng.shuffle(rows)
-    return rows, described
+    """RL prompts from each FILE:WEIGHT (any format `redteam` reads), mixed and shuffled (seeded)."""
+    return training.mix(sources, lambda path: [{"prompt": r["prompt"]} for r in inputs.read_prompts(path)], seed)
 
 
 def reference_answers(backend, prompts: list[list[dict]], max_new_tokens: int) -> dict[str, str]:
@@ -117,6 +108,12 @@ def reference_answers(backend, prompts: list[list[dict]], max_new_tokens: int) -
     distinct = {canonical(p): p for p in prompts}
     texts = backend.generate(list(distinct.values()), SamplingParams(max_new_tokens=max_new_tokens, temperature=0))
     return dict(zip(distinct, texts))
+
+
+def feedback_reward(feedback, policy, comparisons, prompts: list[list[dict]], *, mode: str, max_new_tokens: int, seed: int) -> FeedbackReward:
+    """The direct-RLAIF reward: `feedback` judges each response against `policy`'s greedy answer."""
+    references = reference_answers(policy, prompts, max_new_tokens) if mode == "vs-reference" else {}
+    return FeedbackReward(feedback, comparisons, references, mode, seed)
 
 
 def history(trainer) -> list[dict]:
@@ -143,33 +140,34 @@ def run(
     reward=None,
     reward_description: dict | None = None,
     prompts: list[tuple[str, float]] = (),
-    data: list[str] = (),
     overwrite=False,
     resume=False,
     quiet=False,
 ) -> dict:
-    """Train the policy with `reward` (RLOO/GRPO) or on preference `data` (DPO); save to `out` atomically."""
+    """Train the policy with `reward` on `prompts` (RLOO/GRPO), or on the preference pairs in `prompts`
+    (DPO); save it to `out` atomically. `prompts` are (FILE, WEIGHT) sources."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
 
-    if out.exists() and not overwrite:
-        raise CaikitError(f"-o {out}: already exists; pass --overwrite to replace it")
+    training.check_output(out, overwrite)
+    check(options)
     device = models.pick_device(options.device)
     dtype = models.pick_dtype(options.dtype, device)
     path = models.resolve(policy)
     tokenizer = models.load_tokenizer(path)
     if options.algo == "dpo":
-        rows, described = _dpo_rows(data, options)
+        rows, described = _dpo_rows(list(prompts), options)
     else:
         rows, described = read_prompt_sources(list(prompts), options.seed)
     work = training.prepare_output(out, overwrite=overwrite, resume=resume)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
     common = dict(
         learning_rate=options.lr,
-        max_steps=options.steps,
+        max_steps=options.max_steps,
         num_train_epochs=options.epochs,
+        per_device_train_batch_size=options.batch_size,
+        gradient_accumulation_steps=options.grad_accum,
         **training.trainer_args(work, seed=options.seed, save_steps=options.save_steps, device=device, dtype=dtype),
-        **options.extra,
     )
     peft_config = training.lora_config(options.lora, "CAUSAL_LM") if options.lora else None
     dataset = Dataset.from_list(rows)
@@ -177,7 +175,7 @@ def run(
         from trl import DPOConfig, DPOTrainer
 
         smoothing = _label_smoothing(options.label_smoothing, rows)
-        config = DPOConfig(beta=options.kl_coef, label_smoothing=smoothing, per_device_train_batch_size=options.batch_size, **common)
+        config = DPOConfig(beta=options.kl_coef, label_smoothing=smoothing, **common)
         trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
                              callbacks=[training.progress_callback(quiet)])
     else:
@@ -190,15 +188,14 @@ def run(
             num_generations=options.num_generations,
             max_completion_length=options.max_new_tokens,
             temperature=options.temperature,
-            per_device_train_batch_size=options.batch_size * options.num_generations,
             **common,
         )
         trainer = Trainer(model=model, reward_funcs=[reward], args=config, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config,
                           callbacks=[training.progress_callback(quiet, metric="reward")])
     training.quiet_trainer(trainer)
-    result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=bool(options.lora))
-    final = work / "final"
+    adapter = work / "final" / "adapter" if options.lora and options.lora.keep_adapter else None
+    result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=bool(options.lora), adapter_dir=adapter)
     steps = history(trainer)
     rewarded = [s for s in steps if s["reward"] is not None]
     report = {
@@ -210,8 +207,8 @@ def run(
         "data": described,
         "hyperparameters": {
             "kl_coef": options.kl_coef, "num_generations": options.num_generations, "max_new_tokens": options.max_new_tokens,
-            "temperature": options.temperature, "lr": options.lr, "steps": options.steps, "epochs": options.epochs,
-            "batch_size": options.batch_size, "seed": options.seed,
+            "temperature": options.temperature, "lr": options.lr, "max_steps": options.max_steps, "epochs": options.epochs,
+            "batch_size": options.batch_size, "grad_accum": options.grad_accum, "seed": options.seed,
             "lora": vars(options.lora) if options.lora else None, "device": device,
             **({"label_smoothing": _label_smoothing(options.label_smoothing, rows), "min_margin": options.min_margin} if options.algo == "dpo" else {}),
         },
@@ -229,23 +226,23 @@ def run(
         "resumed_from": Path(checkpoint).name if checkpoint else None,
         "seconds": round(seconds, 1),
     }
-    training.write_report(final / "caikit_train.json", report)
-    training.publish(work, out)
-    return report
+    return training.finish(work, out, report)
 
 
-def _dpo_rows(data: list[str], options: RlOptions) -> tuple[list[dict], list[dict]]:
-    if not data:
+def _dpo_rows(sources: list[tuple[str, float]], options: RlOptions) -> tuple[list[dict], list[dict]]:
+    """Preference pairs from each FILE[:WEIGHT] (label output or human pairs), those within
+    `min_margin` of 0.5 dropped."""
+    if not sources:
         raise CaikitError("--algo dpo needs --data FILE (label output or preference pairs)")
-    rows, described = [], []
-    for path in data:
-        examples = inputs.read_preferences(path)
-        kept = [e for e in examples if abs(e["label"] - 0.5) >= options.min_margin]
-        rows += [{k: e[k] for k in ("prompt", "chosen", "rejected", "label")} for e in kept]
-        described.append({"path": path, "sha256": training.sha256_file(path), "records": len(examples), "weight": 1.0, "used": len(kept)})
-    if not rows:
-        raise CaikitError(f"--min-margin {options.min_margin}: no preference pair is left to train on")
-    return rows, described
+
+    def read(path):
+        kept = [{k: e[k] for k in ("prompt", "chosen", "rejected", "label")}
+                for e in inputs.read_preferences(path) if abs(e["label"] - 0.5) >= options.min_margin]
+        if not kept:
+            raise CaikitError(f"--min-margin {options.min_margin}: no preference pair of {path} is left to train on")
+        return kept
+
+    return training.mix(sources, read, options.seed)
 
 
 def _label_smoothing(value: str, rows: list[dict]) -> float:

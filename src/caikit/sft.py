@@ -13,20 +13,12 @@
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from caikit import inputs, models, training
 from caikit.errors import CaikitError
-
-
-@dataclass
-class LoraOptions:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    targets: str = "all-linear"
+from caikit.training import LoraOptions
 
 
 @dataclass
@@ -42,11 +34,9 @@ class SftOptions:
     eval_split: float = 0.0
     save_steps: int = 50
     lora: LoraOptions | None = None
-    keep_adapter: bool = False
     device: str = "auto"
     dtype: str = "auto"
     chat_template: Path | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def examples_of(path: str) -> list[dict]:
@@ -55,18 +45,8 @@ def examples_of(path: str) -> list[dict]:
 
 
 def mixed_dataset(main: str, mixes: list[tuple[str, float]], seed: int) -> tuple[list[dict], list[dict]]:
-    """The training examples and a description of each source (path, hash, records, weight, used)."""
-    rng = random.Random(seed)
-    rows = examples_of(main)
-    sources = [{"path": main, "sha256": training.sha256_file(main) if main != "-" else None, "records": len(rows), "weight": 1.0, "used": len(rows)}]
-    mixed = list(rows)
-    for path, weight in mixes:
-        extra = examples_of(path)
-        count = max(1, round(weight * len(rows)))
-        mixed += training.take(extra, count, rng)
-        sources.append({"path": path, "sha256": training.sha256_file(path), "records": len(extra), "weight": weight, "used": count})
-    rng.shuffle(mixed)
-    return mixed, sources
+    """The training examples (all of `main`, plus WEIGHT x len(main) from each mix) and their sources."""
+    return training.mix([(main, 1.0), *mixes], examples_of, seed, relative_to_first=True)
 
 
 def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool = True):
@@ -101,7 +81,6 @@ def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool
         eval_strategy="epoch" if eval_dataset is not None else "no",
         dataloader_num_workers=0,
         **training.trainer_args(work, seed=options.seed, save_steps=options.save_steps, device=device, dtype=dtype),
-        **options.extra,
     )
     peft_config = training.lora_config(options.lora, "CAUSAL_LM") if options.lora else None
     trainer = SFTTrainer(
@@ -119,14 +98,13 @@ def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool
 
 def run(main: str, mixes: list[tuple[str, float]], out: Path, options: SftOptions, *, overwrite=False, resume=False, quiet=False) -> dict:
     """Train, save the model to `out` atomically, and return the report written to caikit_train.json."""
-    if out.exists() and not overwrite:
-        raise CaikitError(f"-o {out}: already exists; pass --overwrite to replace it")
+    training.check_output(out, overwrite)
     rows, sources = mixed_dataset(main, mixes, options.seed)
     work = training.prepare_output(out, overwrite=overwrite, resume=resume)
     trainer, tokenizer, path, lr = build_trainer(rows, work, options, quiet)
     dataset, eval_dataset = trainer.train_dataset, trainer.eval_dataset
     final = work / "final"
-    adapter = final / "adapter" if options.keep_adapter else None
+    adapter = final / "adapter" if options.lora and options.lora.keep_adapter else None
     result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=bool(options.lora), adapter_dir=adapter)
 
     history = trainer.state.log_history
@@ -163,6 +141,4 @@ def run(main: str, mixes: list[tuple[str, float]], out: Path, options: SftOption
         "resumed_from": Path(checkpoint).name if checkpoint else None,
         "seconds": round(seconds, 1),
     }
-    training.write_report(final / "caikit_train.json", report)
-    training.publish(work, out)
-    return report
+    return training.finish(work, out, report)

@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import shutil
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,10 +25,15 @@ from caikit.errors import CaikitError
 log = logging.getLogger(__name__)
 
 
-def prepare_output(out: Path, *, overwrite: bool, resume: bool) -> Path:
-    """Check `out` and return its work dir `out.tmp` (kept when resuming, else emptied)."""
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing output dir unless asked (checked before any data is read)."""
     if out.exists() and not overwrite:
         raise CaikitError(f"-o {out}: already exists; pass --overwrite to replace it")
+
+
+def prepare_output(out: Path, *, overwrite: bool, resume: bool) -> Path:
+    """Check `out` and return its work dir `out.tmp` (kept when resuming, else emptied)."""
+    check_output(out, overwrite)
     if not out.parent.is_dir():
         raise CaikitError(f"-o {out}: directory {out.parent} does not exist")
     work = out.with_name(out.name + ".tmp")
@@ -41,6 +47,13 @@ def last_checkpoint(work: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
     return get_last_checkpoint(str(work)) if work.is_dir() else None
+
+
+def finish(work: Path, out: Path, report: dict) -> dict:
+    """Write `caikit_train.json` beside the finished model, then publish it at `out`; returns the report."""
+    write_report(work / "final" / "caikit_train.json", report)
+    publish(work, out)
+    return report
 
 
 def publish(work: Path, out: Path) -> None:
@@ -72,7 +85,7 @@ def trainer_args(work: Path, *, seed: int, save_steps: int, device: str, dtype) 
     )
 
 
-def lora_config(lora, task_type: str):
+def lora_config(lora: "LoraOptions", task_type: str):
     """A peft LoraConfig from caikit's LoRA options (`targets`: all-linear or comma-separated names)."""
     from peft import LoraConfig
 
@@ -133,9 +146,52 @@ def take(records: list, count: int, rng: random.Random) -> list:
     return records * whole + rng.sample(records, rest)
 
 
+def mix(sources: list[tuple[str, float]], read, seed: int, *, relative_to_first: bool = False, describe=None) -> tuple[list, list[dict]]:
+    """Examples from each `(FILE, WEIGHT)`, shuffled (seeded): WEIGHT x the file's record count, or
+    WEIGHT x the first file's count with `relative_to_first` (sft's --mix); repeated when WEIGHT > 1.
+    Returns the examples and, per source, its path, SHA-256, record count, weight and count used
+    (plus `describe(examples)`)."""
+    rng = random.Random(seed)
+    rows, described = [], []
+    for path, weight in sources:
+        examples = read(path)
+        size = len(examples) if not (relative_to_first and described) else described[0]["records"]
+        count = max(1, round(weight * size))
+        rows += take(examples, count, rng)
+        info = {"path": path, "sha256": sha256_file(path) if path != "-" else None, "records": len(examples), "weight": weight, "used": count}
+        described.append({**info, **(describe(examples) if describe else {})})
+    rng.shuffle(rows)
+    return rows, described
+
+
+@dataclass
+class LoraOptions:
+    """LoRA settings shared by sft, train-pm and rlaif (`targets`: all-linear or comma-separated names)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: str = "all-linear"
+    keep_adapter: bool = False
+
+
 def write_report(path: Path, report: dict) -> None:
     report = {"caikit_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **report}
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+
+
+def summary_rows(report: dict) -> list[tuple[str, str]]:
+    """The end-of-training table: data used, example counts, metrics, seconds."""
+    rows = []
+    for source in report.get("data", []):
+        weight = f", weight {source['weight']:g}" if "weight" in source else ""
+        rows.append(("data", f"{source['path']} ({source['used']} of {source['records']} records{weight})"))
+    rows += [(f"{key} examples", str(value)) for key, value in report.get("examples", {}).items()]
+    for key, value in report.get("metrics", {}).items():
+        if value is not None and not isinstance(value, dict):
+            rows.append((key, f"{value:.4g}" if isinstance(value, float) else str(value)))
+    rows.append(("seconds", str(report.get("seconds"))))
+    return rows
 
 
 def quiet_trainer(trainer) -> None:

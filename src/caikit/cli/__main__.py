@@ -1,0 +1,3 @@
+from caikit.cli import main
+
+main()

@@ -1,0 +1,226 @@
+"""Data stages: `redteam`, `revise`, `label` (JSONL in, JSONL out, resumable)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from caikit.backends import SamplingParams
+from caikit.cli import command
+from caikit.cli.options import (
+    Constitution, Engine, Input, Limit, Model, Output, Quiet, Resume, choice, engine, sampling, take, with_options,
+)
+from caikit.errors import CaikitError
+from caikit.inputs import FORMATS
+from caikit.revise import CONTEXTS
+
+Format = Annotated[str, choice("--format", FORMATS, "Input format: auto, jsonl, csv, txt or hh (hh-rlhf transcripts).", "format")]
+
+
+def where(output: str) -> str:
+    return "stdout" if output == "-" else output
+
+
+@command()
+@with_options(engine, sampling)
+def redteam(
+    input: Input = "-",
+    output: Output = "-",
+    format: Format = "auto",
+    prompt_field: Annotated[str, typer.Option("--prompt-field", help="CSV column holding the prompt.")] = "prompt",
+    keep_history: Annotated[bool, typer.Option("--keep-history", help="hh-rlhf: keep the conversation up to the last human turn.")] = False,
+    synthesize: Annotated[int, typer.Option("--synthesize", min=0, help="Write N new red-team prompts few-shot instead of answering.")] = 0,
+    shots: Annotated[int, typer.Option("--shots", min=1, help="Examples per few-shot prompt for --synthesize.")] = 6,
+    model: Model = "smollm2-135m-instruct",
+    limit: Limit = None,
+    resume: Resume = False,
+    quiet: Quiet = False,
+    engine: Engine = None,
+    sampling: SamplingParams = None,
+):
+    """Answer red-team prompts with the initial (helpful-only) model.
+
+    Reads prompts (JSONL `prompt`/`messages`, CSV, plain text or hh-rlhf transcripts) and writes one
+    JSONL record per prompt in TRL's conversational prompt-completion format, with a stable `id` and
+    a `caikit` provenance field.
+
+    Example: caikit redteam -i examples/prompts/redteam.jsonl -o runs/redteam.jsonl
+
+    With --synthesize N it writes N new prompts instead, few-shot from the input prompts, as
+    `{id, prompt}` records that redteam itself accepts: caikit redteam -i seeds.jsonl --synthesize 100
+    """
+    from caikit import console, inputs, redteam as stage
+    from caikit.outputs import JsonlWriter
+
+    console.setup_logging(quiet)
+    records = take(inputs.read_prompts(input, format, prompt_field=prompt_field, keep_history=keep_history), limit)
+    timer, tokens = console.Timer(), 0
+    with JsonlWriter(output, resume=resume) as out:
+        todo = [r for r in records if r["id"] not in out.done]
+        wanted = max(synthesize - len(out.done), 0) if synthesize else len(todo)
+        if wanted:
+            backend = engine.build(model)
+            with console.progress("synthesizing" if synthesize else "answering", wanted, quiet) as advance:
+                if synthesize:
+                    made = stage.synthesize(records, backend, wanted, sampling, shots=shots, skip_ids=frozenset(out.done), advance=advance)
+                else:
+                    made = stage.answer(todo, backend, sampling, advance)
+                for record in made:
+                    out.write(record)
+            tokens = backend.generated_tokens
+    if not quiet:
+        resumed = f" ({len(out.done)} resumed)" if out.done else ""
+        rate = tokens / timer.seconds if timer.seconds else 0.0
+        console.say(f"redteam: {out.count} records{resumed} -> {where(output)}; {tokens} tokens in {timer.seconds:.1f} s ({rate:.1f} tok/s)")
+        if synthesize and out.count < wanted:
+            console.say(f"redteam: only {out.count} of {wanted} synthesized prompts were new and usable")
+
+
+@command()
+@with_options(engine, sampling)
+def revise(
+    input: Input = "-",
+    output: Output = "-",
+    constitution: Constitution = "default",
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Critique -> revision rounds (the paper used 4).")] = 4,
+    no_critique: Annotated[bool, typer.Option("--no-critique", help="Revise directly, without a critique step (half the cost).")] = False,
+    context: Annotated[
+        str, choice("--context", CONTEXTS, "append: each round sees the whole chain; fresh: prompt + last revision.")
+    ] = "append",
+    shots: Annotated[int, typer.Option("--shots", min=0, help="Few-shot dialogues from the constitution per record.")] = 2,
+    principles: Annotated[Optional[str], typer.Option("--principles", help="Comma-separated principle ids to draw from (default: all).")] = None,
+    emit_round: Annotated[Optional[int], typer.Option("--emit-round", min=1, help="Write round K's revision as the completion (SL-CAI-K).")] = None,
+    keep_all: Annotated[bool, typer.Option("--keep-all", help="Write one record per round (id suffixed -rK).")] = False,
+    critique_tokens: Annotated[int, typer.Option("--critique-tokens", min=1, help="Most tokens per critique.")] = 128,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Records revised together (written when their rounds finish).")] = 64,
+    model: Model = "smollm2-135m-instruct",
+    limit: Limit = None,
+    resume: Resume = False,
+    quiet: Quiet = False,
+    engine: Engine = None,
+    sampling: SamplingParams = None,
+):
+    """Critique and revise redteam answers over N rounds, one constitution principle drawn per round.
+
+    Produces the SL-CAI data: each record's `completion` becomes the final revision; `initial` keeps
+    the original answer and `revisions` every round's {round, principle_id, critique, revision}.
+
+    Example: caikit redteam -i prompts.jsonl | caikit revise --rounds 2 > sl.jsonl
+    """
+    from caikit import console, constitution as constitutions, inputs, revise as stage
+    from caikit.outputs import JsonlWriter
+
+    console.setup_logging(quiet)
+    if emit_round and emit_round > rounds:
+        raise CaikitError(f"--emit-round {emit_round}: only {rounds} rounds are run")
+    if emit_round and keep_all:
+        raise CaikitError("--emit-round and --keep-all do not go together")
+    const = constitutions.load(constitution)
+    chosen = const.select([p.strip() for p in principles.split(",") if p.strip()] if principles else None)
+    if not chosen:
+        raise CaikitError(f"--constitution {constitution}: it has no critique/revision principles")
+    records = take(inputs.read_completions(input), limit)
+    timer, tokens, failed = console.Timer(), 0, 0
+    with JsonlWriter(output, resume=resume) as out:
+        todo = [r for r in records if r["id"] + (f"-r{rounds}" if keep_all else "") not in out.done]
+        if todo:
+            backend = engine.build(model)
+            with console.progress(f"revising ({rounds} rounds)", len(todo), quiet) as advance:
+                for record in stage.run(todo, backend, const, sampling, rounds=rounds, critique=not no_critique, context=context,
+                                        shots=shots, principles=chosen, critique_tokens=critique_tokens, chunk_size=chunk_size,
+                                        emit_round=emit_round, keep_all=keep_all, advance=advance):
+                    out.write(record)
+                    failed += 0 if keep_all else sum(1 for step in record["revisions"] if step.get("failed"))
+            tokens = backend.generated_tokens
+    if not quiet:
+        console.say(
+            f"revise: {len(todo)} records x {rounds} rounds -> {where(output)}{f' ({len(out.done)} resumed)' if out.done else ''}; "
+            f"{failed} failed rounds kept the previous text; {tokens} tokens in {timer.seconds:.1f} s"
+        )
+
+
+def clamp_range(clamp: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in clamp.split(","))
+    except ValueError:
+        raise CaikitError(f"--clamp {clamp}: expected LO,HI such as 0.4,0.6") from None
+    if not (0 <= lo <= hi <= 1):
+        raise CaikitError(f"--clamp {clamp}: need 0 <= LO <= HI <= 1")
+    return lo, hi
+
+
+@command()
+@with_options(engine, sampling, temperature=1.0)
+def label(
+    input: Input = "-",
+    output: Output = "-",
+    policy: Annotated[Optional[str], typer.Option("--policy", help="Sample responses from this model for prompts in INPUT (else INPUT holds pairs).")] = None,
+    samples: Annotated[int, typer.Option("--samples", min=2, help="Responses sampled per prompt (all pairs labelled).")] = 2,
+    feedback_model: Annotated[str, typer.Option("--feedback-model", help="The model that judges.")] = "smollm2-135m-instruct",
+    constitution: Constitution = "default",
+    kind: Annotated[str, choice("--kind", ("harmlessness", "helpfulness", "all"), "Comparison principles to draw.")] = "harmlessness",
+    principles_per_label: Annotated[int, typer.Option("--principles-per-label", help="K principles averaged per label (K > 1: an ensemble).")] = 1,
+    debias: Annotated[bool, typer.Option("--debias/--no-debias", help="Score both option orders and average.")] = True,
+    cot: Annotated[bool, typer.Option("--cot", help="Chain-of-thought: reason first, then score the answer.")] = False,
+    cot_samples: Annotated[int, typer.Option("--cot-samples", help="Reasoning chains averaged per order.")] = 1,
+    clamp: Annotated[str, typer.Option("--clamp", help="LO,HI: clamp CoT probabilities (the paper's best: 0.4,0.6).")] = "0.4,0.6",
+    few_shot: Annotated[bool, typer.Option("--few-shot", help="Show the constitution's comparison examples first.")] = False,
+    min_margin: Annotated[float, typer.Option("--min-margin", min=0.0, max=0.5, help="Drop pairs with |p - 0.5| < M.")] = 0.0,
+    hard: Annotated[bool, typer.Option("--hard", help="Write hard labels (1.0) instead of soft ones.")] = False,
+    check_human: Annotated[Optional[str], typer.Option("--check-human", help="Human-labelled pairs ({chosen, rejected}): report how often the AI agrees.")] = None,
+    format: Format = "auto",
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Pairs scored and written together.")] = 32,
+    limit: Limit = None,
+    resume: Resume = False,
+    quiet: Quiet = False,
+    engine: Engine = None,
+    sampling: SamplingParams = None,
+):
+    """AI feedback: a feedback model picks (A) or (B) under a comparison principle; soft labels from log-probs.
+
+    Input: prompts with --policy (K responses are sampled per prompt and every pair is labelled), or
+    pairs: {prompt, completion_a, completion_b}, {prompt, chosen, rejected}, or hh-rlhf transcripts.
+    Output: TRL conversational preference records {id, prompt, chosen, rejected, label = p(chosen
+    better)}, with per-principle probabilities for both option orders and provenance.
+
+    Example: caikit label -i runs/redteam.jsonl --policy runs/sl-cai -o runs/labels.jsonl
+    """
+    from dataclasses import replace
+
+    from caikit import console, constitution as constitutions, inputs, label as stage
+    from caikit.outputs import JsonlWriter
+
+    console.setup_logging(quiet)
+    lo_hi = clamp_range(clamp)
+    if principles_per_label < 1:
+        raise CaikitError(f"--principles-per-label {principles_per_label}: must be at least 1")
+    if cot_samples < 1:
+        raise CaikitError(f"--cot-samples {cot_samples}: must be at least 1")
+    if check_human and policy:
+        raise CaikitError("--check-human labels the human pairs in FILE; it does not go with --policy")
+    const = constitutions.load(constitution)
+    comparisons = [c for c in const.comparisons if kind == "all" or c.kind == kind]
+    if len(comparisons) < principles_per_label:
+        raise CaikitError(f"--principles-per-label {principles_per_label}: the constitution has {len(comparisons)} {kind} comparison principles")
+    cot_params = replace(sampling, max_new_tokens=128, temperature=max(sampling.temperature, 0.1))
+    options = stage.LabelOptions(principles_per_label=principles_per_label, debias=debias, cot=cot, cot_samples=cot_samples, clamp=lo_hi,
+                                 few_shot=few_shot, seed=sampling.seed, chunk_size=chunk_size, cot_params=cot_params)
+    skipped = {"identical": 0, "empty": 0, "min_margin": 0}
+    if policy:
+        items = inputs.read_prompts(input, format)
+    else:
+        items, counts = inputs.read_pairs(check_human or input)
+        skipped.update(counts)
+    timer, kept = console.Timer(), []
+    with JsonlWriter(output, resume=resume) as out:
+        todo = stage.remaining(take(items, limit), out.done, prompts=bool(policy))
+        if todo:
+            sampler = engine.build(policy) if policy else None
+            feedback = sampler if policy == feedback_model else engine.build(feedback_model)
+            for record in stage.run(todo, feedback, const, comparisons, options, policy=sampler, sampling=replace(sampling, n=samples) if policy else None,
+                                    min_margin=min_margin, hard=hard, skipped=skipped, progress=console.progress_factory(quiet)):
+                kept.append(record)
+                out.write(record)
+    if not quiet:
+        console.table(f"caikit label -> {where(output)}", stage.summary_rows(kept, skipped, timer.seconds, bool(check_human)))

@@ -1,0 +1,250 @@
+"""Evaluation and inspection: `eval compare|mc|pm`, `inspect`, `constitution show|validate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from caikit.cli import app, command, typer_app
+from caikit.cli.options import (
+    Constitution, Engine, Json, Limit, MaxNewTokens, PmDir, Quiet, Seed, engine, named, take, with_options,
+)
+from caikit.errors import CaikitError
+
+eval_app = typer_app(name="eval", help="Evaluate models and preference models.")
+app.add_typer(eval_app)
+EvalData = Annotated[
+    list[str], typer.Option("-i", "--input", "--data", help="Data file or directory, repeatable: the paper's JSONL, BIG-bench JSON, pairs.")
+]
+
+
+def accuracy_table(title: str, results: dict) -> None:
+    from rich.table import Table
+
+    from caikit.console import stderr
+
+    table = Table("subset", "n", "accuracy", "95% CI", title=title)
+    for name, r in [("all", results)] + list(results["subsets"].items()):
+        table.add_row(name, str(r["n"]), f"{r['accuracy']:.3f}", f"{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}")
+    stderr().print(table)
+
+
+@command("compare", group=eval_app)
+@with_options(engine)
+def eval_compare(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Report dir: report.md, results.json, plots, judgments.")],
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="NAME=SPEC[@TEMPERATURE], repeatable: models to generate with.")] = None,
+    responses: Annotated[Optional[list[str]], typer.Option("--responses", help="NAME=FILE, repeatable: existing redteam-format answers.")] = None,
+    red_team: Annotated[Optional[str], typer.Option("--red-team", help="Red-team prompts: harmlessness ratings.")] = None,
+    helpful: Annotated[Optional[str], typer.Option("--helpful", help="Helpful prompts: helpfulness ratings.")] = None,
+    xstest: Annotated[Optional[str], typer.Option("--xstest", help="XSTest-style CSV (prompt,type,label): over-refusal.")] = None,
+    pm: PmDir = None,
+    judge: Annotated[Optional[str], typer.Option("--judge", help="Feedback model that judges pairs, both orders.")] = None,
+    revisions: Annotated[Optional[str], typer.Option("--revisions", help="revise --keep-all output: PM score by round.")] = None,
+    hhh: Annotated[Optional[list[str]], typer.Option("--hhh", help="HHH comparisons (e.g. 438HHHEvaluations.jsonl): the PM's accuracy.")] = None,
+    hhh_limit: Annotated[Optional[int], typer.Option("--hhh-limit", min=1, help="Use only the first N HHH comparisons.")] = None,
+    constitution: Constitution = "default",
+    max_new_tokens: MaxNewTokens = 128,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature; 0 is greedy.")] = 0.7,
+    seed: Seed = 0,
+    limit: Limit = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Reuse responses and judgments already in the output dir.")] = False,
+    json_out: Json = False,
+    quiet: Quiet = False,
+    engine: Engine = None,
+):
+    """Compare models: harmlessness and helpfulness Elo from AI judgments, over-refusal, absolute harm.
+
+    Example: caikit eval compare --model base=smollm2-135m-instruct --model sl=runs/sl-cai
+      --red-team examples/prompts/redteam.jsonl --helpful examples/prompts/helpful.jsonl
+      --xstest ../shared/data/xstest/xstest_prompts.csv --judge smollm2-135m-instruct --pm runs/pm -o runs/eval
+    """
+    from caikit import compare, console, constitution as constitutions, evals, inputs
+    from caikit.backends import SamplingParams
+
+    console.setup_logging(quiet)
+    specs, files = named(model, "--model"), named(responses, "--responses")
+    names = list(specs) + [n for n in files if n not in specs]
+    if len(names) < 2 or set(specs) & set(files):
+        raise CaikitError("--model/--responses: give at least 2 distinct model names to compare")
+    if not (red_team or helpful):
+        raise CaikitError("--red-team or --helpful: give at least one prompt set")
+    if not (pm or judge):
+        raise CaikitError("--pm or --judge: give something that judges")
+    if hhh and not pm:
+        raise CaikitError("--hhh needs --pm (it measures the preference model)")
+    sets, xs = compare.read_sets(red_team, helpful, xstest, limit)
+    generated = {}
+    for name, spec in specs.items():
+        spec, _, temp = spec.partition("@")
+        generated[name] = (spec, SamplingParams(max_new_tokens=max_new_tokens, temperature=float(temp) if temp else temperature, seed=seed))
+    answers = compare.Answers(output, given=files, models=generated, build=engine.build, resume=resume, progress=console.progress_factory(quiet))
+    preference = None
+    if pm:
+        from caikit.pm import PreferenceModel
+
+        preference = PreferenceModel(pm, device=engine.device, batch_size=engine.batch_size)
+    results = compare.run(output, answers, names, sets, xs, pm=preference, judge=engine.build(judge) if judge else None,
+                          const=constitutions.load(constitution), revisions=inputs.read_completions(revisions) if revisions else None,
+                          hhh=take(evals.load_items(hhh), hhh_limit) if hhh else None, seed=seed, resume=resume)
+    if json_out:
+        typer.echo(json.dumps(results))
+    if not quiet:
+        from rich.table import Table
+
+        for kind, sources in results["elo"].items():
+            for source, table in sources.items():
+                shown = Table("model", "Elo", "95% CI", title=f"{kind} ({source})")
+                for name, row in table.items():
+                    shown.add_row(name, f"{row['elo']:.0f}", f"{row['ci95'][0]:.0f}-{row['ci95'][1]:.0f}")
+                console.stderr().print(shown)
+        console.say(f"eval compare: report in {output / 'report.md'}")
+
+
+@command("mc", group=eval_app)
+@with_options(engine)
+def eval_mc(
+    input: EvalData,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model answering by option log-probs [default: smollm2-135m-instruct].")] = None,
+    pm: Annotated[Optional[Path], typer.Option("--pm", help="Or a preference model scoring each option's response.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Score the prompt as raw text instead of a chat turn.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Shuffles BIG-bench options (the correct one is often listed first).")] = 0,
+    limit: Limit = None,
+    json_out: Json = False,
+    quiet: Quiet = False,
+    engine: Engine = None,
+):
+    """Multiple-choice accuracy of a model (or a PM) on HHH-style evals, per subset with 95% CIs.
+
+    Example: caikit eval mc -i ../shared/data/anthropic-cai/evals/438HHHEvaluations.jsonl --json
+    """
+    from caikit import console, evals
+    from caikit.models import DEFAULT_MODEL
+
+    console.setup_logging(quiet)
+    if model and pm:
+        raise CaikitError("--model or --pm: give one, not both")
+    if pm:
+        from caikit.pm import PreferenceModel
+
+        results = evals.pm_accuracy(PreferenceModel(pm, device=engine.device, batch_size=engine.batch_size), take(evals.load_items(input), limit))
+    else:
+        results = evals.mc_accuracy(engine.build(model or DEFAULT_MODEL), take(evals.mc_items(input, seed), limit), raw=raw)
+    if json_out:
+        typer.echo(json.dumps(results))
+    if not quiet:
+        accuracy_table(f"caikit eval mc: {pm or model or DEFAULT_MODEL}", results)
+
+
+@command("pm", group=eval_app)
+def eval_pm(
+    input: EvalData,
+    pm: Annotated[Path, typer.Option("--pm", help="Preference-model dir (from caikit train-pm).")],
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Conversations per forward pass.")] = 8,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    limit: Limit = None,
+    json_out: Json = False,
+    quiet: Quiet = False,
+):
+    """Accuracy of a preference model on HHH-style comparisons, with 95% intervals and per-subset rows.
+
+    Example: caikit eval pm --pm runs/pm -i ../shared/data/anthropic-cai/evals/438HHHEvaluations.jsonl --json
+    """
+    from caikit import console, evals
+    from caikit.pm import PreferenceModel
+
+    console.setup_logging(quiet)
+    items = take(evals.load_items(input), limit)
+    results = {"pm": str(pm), "data": input, **evals.pm_accuracy(PreferenceModel(pm, device=device, batch_size=batch_size), items)}
+    if json_out:
+        typer.echo(json.dumps(results))
+    if not quiet:
+        accuracy_table(f"caikit eval pm: {pm}", results)
+
+
+@command()
+def inspect(
+    input: Annotated[str, typer.Argument(help="A caikit JSONL file (or any JSONL of records); - reads stdin.")] = "-",
+    show: Annotated[int, typer.Option("--show", min=0, help="Pretty-print the first N (filtered) records.")] = 0,
+    where: Annotated[Optional[list[str]], typer.Option("--where", help="Filter: PATH=V, PATH!=V, PATH>N, PATH<N, PATH~TEXT (repeatable, ANDed).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+):
+    """Summarize a caikit JSONL file: stages, fields, lengths, principles, labels, provenance.
+
+    Examples: caikit inspect runs/quickstart/sl.jsonl --show 2
+              caikit inspect runs/quickstart/labels.jsonl --where "label>0.7" --json
+    """
+    from rich.console import Console
+
+    from caikit import inputs, inspection
+
+    keep = [inspection.parse_filter(w) for w in where or []]
+    records = [row for _, row in inputs.read_jsonl(input) if all(k(row) for k in keep)]
+    summary = inspection.summarize(records)
+    if json_out:
+        typer.echo(json.dumps(summary))
+        return
+    console = Console()
+    inspection.render_summary(console, input, summary)
+    for number, record in enumerate(records[:show], start=1):
+        inspection.render_record(console, record, number)
+
+
+constitution_app = typer_app(name="constitution", help="Show and check constitutions.")
+app.add_typer(constitution_app)
+ConstitutionArg = Annotated[
+    str, typer.Argument(help="Built-in name (default, helpful-only), a TOML/JSON file or a directory.")
+]
+
+
+@command("show", group=constitution_app)
+def constitution_show(path: ConstitutionArg = "default"):
+    """Print a constitution's principles, comparisons and few-shot examples as tables.
+
+    Example: caikit constitution show ../shared/data/anthropic-cai/prompts
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from caikit import constitution
+
+    const = constitution.load(path)
+    out = Console()
+    out.print(f"[bold]{const.name}[/bold]  hash {const.hash}  ({const.source})")
+    if const.description:
+        out.print(const.description)
+    principles = Table("id", "critique request", "revision request", title=f"{len(const.principles)} critique/revision principles")
+    for p in const.principles:
+        principles.add_row(p.id, p.critique, p.revision)
+    comparisons = Table("id", "kind", "question", title=f"{len(const.comparisons)} comparison principles")
+    for c in const.comparisons:
+        comparisons.add_row(c.id, c.kind, c.question)
+    for table in (principles, comparisons):
+        if table.row_count:
+            out.print(table)
+    out.print(
+        f"few-shot: {len(const.critique_examples)} critique/revision dialogues, "
+        f"{len(const.comparison_examples)} comparison examples"
+    )
+
+
+@command("validate", group=constitution_app)
+def constitution_validate(path: ConstitutionArg):
+    """Report every problem in a constitution (with its location); exit 2 if there is any.
+
+    Example: caikit constitution validate constitutions/default.toml
+    """
+    from caikit import constitution
+
+    const, problems = constitution.read(path)
+    for problem in problems:
+        typer.echo(problem, err=True)
+    if problems:
+        raise typer.Exit(2)
+    typer.echo(
+        f"{const.source}: ok ({len(const.principles)} principles, {len(const.comparisons)} comparisons, "
+        f"{len(const.critique_examples) + len(const.comparison_examples)} few-shot examples; hash {const.hash})"
+    )

@@ -1,0 +1,193 @@
+"""Options shared by the commands, defined once so that a flag means the same thing everywhere.
+
+- Single options are `Annotated` aliases (`Input`, `Output`, `Seed`, ...).
+- Groups of options that travel together are plain functions whose parameters are the options and
+  whose result the command receives under the group's name: `engine` (how models are loaded and
+  run), `sampling` (how responses are sampled), `training` (optimizer settings), `lora`.
+  `@with_options(engine, sampling, batch_size=8)` adds them to a command (keyword arguments change
+  a group's defaults for that command).
+
+What `--batch-size` counts: prompts (or conversations) per forward pass in generating and scoring
+commands; training examples per device batch in training commands (sft: conversations, train-pm:
+pairs, rlaif: completions).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from caikit.backends import BACKENDS, SamplingParams
+from caikit.errors import CaikitError
+from caikit.training import LoraOptions
+
+
+class OptionError(typer.BadParameter):
+    """A bad option value, shown as one line: `--flag VALUE: reason`."""
+
+    def format_message(self) -> str:
+        return self.message
+
+
+def listing(values) -> str:
+    values = list(values)
+    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
+
+
+def choice(flag: str, values, help: str, noun: str | None = None):
+    """An option that takes one of `values`, checked when the command line is parsed."""
+
+    def parse(value: str) -> str:
+        if value not in values:
+            raise OptionError(f"{flag} {value}: {'unknown ' + noun + '; ' if noun else ''}choose {listing(values)}")
+        return value
+
+    parse.__name__ = "choice"
+    return typer.Option(flag, parser=parse, metavar="[" + "|".join(values) + "]", help=help)
+
+
+# -- single options ------------------------------------------------------------------------------
+Input = Annotated[str, typer.Option("-i", "--input", help="Input file; - reads stdin.")]
+Output = Annotated[str, typer.Option("-o", "--output", help="Output JSONL file; - writes stdout.")]
+OutputDir = Annotated[Path, typer.Option("-o", "--output", help="Output dir (written atomically).")]
+Model = Annotated[str, typer.Option("--model", help="Built-in name, local HF model dir, .gguf file or hub id.")]
+Constitution = Annotated[
+    str, typer.Option("--constitution", help="Built-in name (default, helpful-only), TOML/JSON file or directory.")
+]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed and batch size repeat a run.")]
+Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N input records.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run: skip ids already written.")]
+ResumeTraining = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in DIR.tmp/.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output dir.")]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar, logs or summary on stderr.")]
+Json = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout (a table on stderr either way).")]
+BaseModel = Annotated[str, typer.Option("--base-model", help="Model to start training from.")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16 (auto: bf16 on GPU, fp32 on CPU).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Prompts (or conversations) per forward pass.")]
+ChatTemplate = Annotated[Optional[Path], typer.Option("--chat-template", help="Jinja chat template for a model that lacks one.")]
+MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Most tokens generated per response.")]
+PmDir = Annotated[Optional[Path], typer.Option("--pm", help="Preference-model dir (from caikit train-pm).")]
+Backend = Annotated[
+    str, choice("--backend", tuple(BACKENDS), "Backend that runs the models: transformers (CPU/GPU) or vllm (GPU).", "backend")
+]
+
+
+# -- groups of options ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Engine:
+    """How models are loaded and run; `build(spec)` gives a backend."""
+
+    backend: str = "transformers"
+    dtype: str = "auto"
+    device: str = "auto"
+    batch_size: int = 16
+    chat_template: Path | None = None
+
+    def build(self, model: str):
+        from caikit import backends
+
+        options = dict(dtype=self.dtype, device=self.device, batch_size=self.batch_size, chat_template=self.chat_template)
+        return backends.build(self.backend, model, **options)
+
+
+def engine(
+    backend: Backend = "transformers",
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    batch_size: BatchSize = 16,
+    chat_template: ChatTemplate = None,
+) -> Engine:
+    return Engine(backend, dtype, device, batch_size, chat_template)
+
+
+def sampling(
+    max_new_tokens: MaxNewTokens = 256,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature; 0 is greedy.")] = 0.7,
+    top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")] = 0.95,
+    seed: Seed = 0,
+) -> SamplingParams:
+    return SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+
+
+def training(
+    epochs: Annotated[float, typer.Option("--epochs", min=0.0, help="Passes over the data.")] = 1.0,
+    max_steps: Annotated[int, typer.Option("--max-steps", "--steps", help="Stop after N optimizer steps (overrides --epochs).")] = -1,
+    lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate (default: the stage's, smaller for full fine-tuning).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Training examples per device batch.")] = 4,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Gradient accumulation steps.")] = 1,
+    save_steps: Annotated[int, typer.Option("--save-steps", min=1, help="Checkpoint every N steps (for --resume).")] = 50,
+    seed: Seed = 0,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+) -> dict:
+    return dict(epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+                save_steps=save_steps, seed=seed, dtype=dtype, device=device)
+
+
+def lora(
+    lora: Annotated[bool, typer.Option("--lora", help="Train a LoRA adapter (peft), merged into the weights at the end.")] = False,
+    lora_r: Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")] = 16,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha", min=1, help="LoRA alpha.")] = 32,
+    lora_dropout: Annotated[float, typer.Option("--lora-dropout", min=0.0, max=1.0, help="LoRA dropout.")] = 0.05,
+    lora_targets: Annotated[str, typer.Option("--lora-targets", help="all-linear, or comma-separated module names (q_proj,v_proj).")] = "all-linear",
+    keep_adapter: Annotated[bool, typer.Option("--keep-adapter", help="Also keep the LoRA adapter in DIR/adapter.")] = False,
+) -> LoraOptions | None:
+    if keep_adapter and not lora:
+        raise CaikitError("--keep-adapter needs --lora")
+    return LoraOptions(lora_r, lora_alpha, lora_dropout, lora_targets, keep_adapter) if lora else None
+
+
+def with_options(*groups, **defaults):
+    """Add the options of each group to a command; the command gets the group's result as an argument
+    named after the group. `defaults` override a group option's default for this command."""
+
+    def wrap(func):
+        hints = typing.get_type_hints(func, include_extras=True)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in inspect.signature(func).parameters.values()
+               if p.name not in {g.__name__ for g in groups}]
+        added, names = [], {}
+        for group in groups:
+            group_hints = typing.get_type_hints(group, include_extras=True)
+            names[group] = list(inspect.signature(group).parameters)
+            for p in inspect.signature(group).parameters.values():
+                if p.name not in {q.name for q in own + added}:
+                    added.append(p.replace(annotation=group_hints[p.name], default=defaults.get(p.name, p.default)))
+
+        @functools.wraps(func)
+        def command(**kwargs):
+            results = {group.__name__: group(**{n: kwargs[n] for n in names[group]}) for group in groups}
+            for n in {n for group in groups for n in names[group]} - {p.name for p in own}:
+                kwargs.pop(n)
+            return func(**kwargs, **results)
+
+        parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own + added]
+        command.__signature__ = inspect.Signature(parameters)
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
+        return command
+
+    return wrap
+
+
+def named(values: list[str] | None, option: str) -> dict[str, str]:
+    """`NAME=VALUE` options (repeatable) as a dict; a name may appear once."""
+    found = {}
+    for value in values or []:
+        name, sep, spec = value.partition("=")
+        if not sep or not name or not spec:
+            raise CaikitError(f"{option} {value}: expected NAME=VALUE")
+        if name in found:
+            raise CaikitError(f"{option} {value}: the name {name} is used twice")
+        found[name] = spec
+    return found
+
+
+def take(records: list, limit: int | None) -> list:
+    return records[:limit] if limit else records
+

@@ -1,0 +1,190 @@
+"""Training stages: `sft`, `train-pm`, `rlaif` (TRL trainers; the model dir appears when finished)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from caikit.cli import command
+from caikit.cli.options import (
+    BaseModel, ChatTemplate, Constitution, Engine, MaxNewTokens, OutputDir, Overwrite, Quiet, ResumeTraining, choice, engine,
+    lora, training, with_options,
+)
+from caikit.errors import CaikitError
+from caikit.rlaif import ALGOS
+from caikit.training import LoraOptions
+
+Sources = Annotated[list[str], typer.Option("-i", "--input", "--data", help="FILE[:WEIGHT], repeatable: WEIGHT x its size is used.")]
+
+
+def summary(stage: str, output, report: dict, quiet: bool, metrics: dict | None = None) -> None:
+    if not quiet:
+        from caikit import console, training as train
+
+        console.table(f"caikit {stage} -> {output}", train.summary_rows({**report, "metrics": metrics or report["metrics"]}))
+
+
+def weighted(specs: list[str] | None, option: str) -> list[tuple[str, float]]:
+    from caikit.training import parse_weighted
+
+    return [parse_weighted(spec, option) for spec in specs or []]
+
+
+@command()
+@with_options(training, lora)
+def sft(
+    input: Annotated[str, typer.Option("-i", "--input", help="Prompt-completion JSONL (e.g. revise output).")],
+    output: OutputDir,
+    mix: Annotated[Optional[list[str]], typer.Option("--mix", help="FILE:WEIGHT, repeatable: add WEIGHT x len(input) examples from FILE.")] = None,
+    base_model: Annotated[
+        str,
+        typer.Option("--base-model", help="Model to fine-tune. The paper fine-tunes the *pretrained* model; caikit defaults to the "
+                     "embedded chat model because its pretrained checkpoint is not shipped."),
+    ] = "smollm2-135m-instruct",
+    max_length: Annotated[int, typer.Option("--max-length", min=16, help="Truncate examples to N tokens.")] = 1024,
+    eval_split: Annotated[float, typer.Option("--eval-split", min=0.0, max=0.9, help="Fraction held out for eval loss.")] = 0.0,
+    chat_template: ChatTemplate = None,
+    overwrite: Overwrite = False,
+    resume: ResumeTraining = False,
+    quiet: Quiet = False,
+    training: dict = None,
+    lora: Optional[LoraOptions] = None,
+):
+    """Fine-tune on revisions (SL-CAI) with TRL's SFTTrainer; loss on the completion only.
+
+    Writes a plain HF model dir (safetensors, tokenizer, chat template; LoRA merged) that `--model DIR`
+    accepts everywhere, plus caikit_train.json (data hashes, counts, hyperparameters, losses, time).
+    Default learning rate: 2e-5 full, 2e-4 with --lora.
+
+    Example: caikit sft -i runs/sl.jsonl --mix runs/helpful.jsonl:0.5 -o runs/sl-cai --lora
+    """
+    from caikit import console, sft as stage
+
+    console.setup_logging(quiet)
+    mixes = weighted(mix, "--mix")
+    options = stage.SftOptions(base_model=base_model, max_length=max_length, eval_split=eval_split, lora=lora, chat_template=chat_template, **training)
+    report = stage.run(input, mixes, output, options, overwrite=overwrite, resume=resume, quiet=quiet)
+    summary("sft", output, report, quiet)
+
+
+@command("train-pm")
+@with_options(training, lora)
+def train_pm(
+    input: Sources,
+    output: OutputDir,
+    base_model: BaseModel = "smollm2-135m-instruct",
+    max_length: Annotated[int, typer.Option("--max-length", min=16, help="Drop pairs longer than N tokens.")] = 1024,
+    eval_split: Annotated[float, typer.Option("--eval-split", min=0.0, max=0.9, help="Fraction held out for metrics.")] = 0.1,
+    center_rewards: Annotated[Optional[float], typer.Option("--center-rewards", min=0.0, help="Coefficient pulling mean rewards to 0.")] = None,
+    chat_template: ChatTemplate = None,
+    overwrite: Overwrite = False,
+    resume: ResumeTraining = False,
+    quiet: Quiet = False,
+    training: dict = None,
+    lora: Optional[LoraOptions] = None,
+):
+    """Train a preference model on soft AI labels (and human pairs) with TRL's RewardTrainer.
+
+    Input: label output and/or human pairs (hh-rlhf {chosen, rejected} transcripts, {prompt, chosen,
+    rejected}), as -i FILE[:WEIGHT], repeatable. The loss is the binary cross-entropy between
+    sigma(r_chosen - r_rejected) and the soft label, as in the paper; human pairs count as hard labels.
+    Reports held-out pairwise accuracy, mean margin and calibration error (ECE) in caikit_train.json.
+    Default learning rate: 1e-5 full, 1e-4 with --lora.
+
+    Example: caikit train-pm -i runs/labels.jsonl -i hh.jsonl.gz:0.1 -o runs/pm
+    """
+    from caikit import console, pm as stage
+
+    console.setup_logging(quiet)
+    sources = weighted(input, "-i/--data")
+    options = stage.PmOptions(base_model=base_model, max_length=max_length, eval_split=eval_split, center_rewards=center_rewards,
+                              lora=lora, chat_template=chat_template, **training)
+    report = stage.run(sources, output, options, overwrite=overwrite, resume=resume, quiet=quiet)
+    summary("train-pm", output, report, quiet, stage.summary_metrics(report))
+
+
+@command()
+@with_options(training, lora, engine, lr=1e-6, batch_size=8)
+def rlaif(
+    output: OutputDir,
+    input: Annotated[
+        Optional[list[str]],
+        typer.Option("-i", "--input", "--prompts", "--data",
+                     help="FILE[:WEIGHT], repeatable: prompts for rloo/grpo (any redteam format), preference pairs for dpo."),
+    ] = None,
+    policy: Annotated[str, typer.Option("--policy", help="Starting policy (e.g. the SL-CAI model from caikit sft).")] = "smollm2-135m-instruct",
+    reward: Annotated[
+        Optional[str],
+        typer.Option("--reward", help="PM_DIR (a caikit train-pm model; scored on decoded text with the PM's own tokenizer) or "
+                     "feedback:MODEL (direct RLAIF: the feedback model's debiased probability, under a sampled comparison "
+                     "principle, that the response beats the starting policy's greedy answer; in [0, 1])."),
+    ] = None,
+    algo: Annotated[str, choice("--algo", ALGOS, "rloo (default), grpo, or dpo (offline, on preference pairs).")] = "rloo",
+    kl_coef: Annotated[float, typer.Option("--kl-coef", help="KL penalty to the starting policy (TRL's beta).")] = 0.05,
+    num_generations: Annotated[int, typer.Option("--num-generations", min=2, help="Completions per prompt (group size).")] = 4,
+    max_new_tokens: MaxNewTokens = 64,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.01, help="Sampling temperature for rollouts.")] = 1.0,
+    feedback_mode: Annotated[
+        str, choice("--feedback-mode", ("vs-reference", "absolute"), "Direct RLAIF reward: vs-reference (default) or absolute.")
+    ] = "vs-reference",
+    constitution: Constitution = "default",
+    label_smoothing: Annotated[str, typer.Option("--label-smoothing", help="DPO: cDPO label noise, a number or auto (mean 1 - soft label).")] = "0",
+    min_margin: Annotated[float, typer.Option("--min-margin", min=0.0, max=0.5, help="DPO: drop pairs with |label - 0.5| < M.")] = 0.0,
+    overwrite: Overwrite = False,
+    resume: ResumeTraining = False,
+    quiet: Quiet = False,
+    training: dict = None,
+    lora: Optional[LoraOptions] = None,
+    engine: Engine = None,
+):
+    """Reinforcement learning from AI feedback: RLOO/GRPO against a preference model with a KL penalty, or DPO.
+
+    --batch-size counts completions per device batch (prompts per step x --num-generations; pairs for
+    dpo). --backend/--dtype/--device also apply to the feedback model of --reward feedback:MODEL
+    (e.g. --backend vllm on a GPU); it scores 16 prompts per forward pass.
+
+    Examples:
+      caikit rlaif --policy runs/sl-cai --reward runs/pm -i runs/redteam.jsonl -i helpful.jsonl:0.5 -o runs/rl-cai
+      caikit rlaif --policy runs/sl-cai --reward feedback:smollm2-135m-instruct -i p.jsonl -o runs/rl-direct
+      caikit rlaif --policy runs/sl-cai --algo dpo -i runs/labels.jsonl --label-smoothing auto -o runs/dpo
+    """
+    from dataclasses import replace
+
+    from caikit import console, rlaif as stage, training as train
+
+    console.setup_logging(quiet)
+    options = stage.RlOptions(algo=algo, kl_coef=kl_coef, num_generations=num_generations, max_new_tokens=max_new_tokens,
+                              temperature=temperature, label_smoothing=label_smoothing, min_margin=min_margin, lora=lora, **training)
+    stage.check(options)
+    sources = weighted(input, "--prompts")
+    reward_fn, described = None, None
+    if algo != "dpo":
+        if not reward:
+            raise CaikitError(f"--algo {algo} needs --reward PM_DIR or --reward feedback:MODEL")
+        if not sources:
+            raise CaikitError(f"--algo {algo} needs --prompts FILE (or -i FILE)")
+        train.check_output(output, overwrite)
+        reward_fn, described = build_reward(reward, policy, sources, options, constitution, feedback_mode, replace(engine, batch_size=16))
+    report = stage.run(policy, output, options, reward=reward_fn, reward_description=described, prompts=sources,
+                       overwrite=overwrite, resume=resume, quiet=quiet)
+    summary("rlaif", output, report, quiet)
+
+
+def build_reward(reward: str, policy: str, sources, options, constitution: str, mode: str, engine: Engine):
+    """The reward function of `--reward` and its description for caikit_train.json."""
+    from caikit import constitution as constitutions, rlaif as stage
+
+    if not reward.startswith("feedback:"):
+        from caikit.pm import PreferenceModel
+
+        return stage.PMReward(PreferenceModel(reward, device=options.device, option="--reward")), {"kind": "pm", "path": reward}
+    model = reward.removeprefix("feedback:")
+    const = constitutions.load(constitution)
+    comparisons = [c for c in const.comparisons if c.kind == "harmlessness"] or const.comparisons
+    feedback = engine.build(model)
+    start = feedback if model == policy else engine.build(policy)
+    rows, _ = stage.read_prompt_sources(sources, options.seed)
+    reward_fn = stage.feedback_reward(feedback, start, comparisons, [r["prompt"] for r in rows], mode=mode,
+                                      max_new_tokens=options.max_new_tokens, seed=options.seed)
+    return reward_fn, {"kind": "feedback", "model": model, "backend": feedback.name, "mode": mode, "constitution": const.provenance()}

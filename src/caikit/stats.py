@@ -1,0 +1,95 @@
+"""The statistics caikit reports: Wilson intervals, accuracy tables, Bradley-Terry strengths on the
+Elo scale with bootstrap intervals, and pairwise metrics of a preference model (accuracy, margin,
+expected calibration error)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-max(min(x, 60), -60)))
+
+
+def wilson(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion."""
+    if total == 0:
+        return (0.0, 1.0)
+    p = successes / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def accuracy_table(hits_by_subset: dict[str, list[int]]) -> dict:
+    """`{n, accuracy, ci95, subsets: {name: {n, accuracy, ci95}}}` from 0/1 hits per subset."""
+
+    def summary(hits):
+        lo, hi = wilson(sum(hits), len(hits))
+        return {"n": len(hits), "accuracy": sum(hits) / len(hits), "ci95": [lo, hi]}
+
+    everything = [h for hits in hits_by_subset.values() for h in hits]
+    return {**summary(everything), "subsets": {k: summary(v) for k, v in sorted(hits_by_subset.items())}}
+
+
+def bradley_terry(outcomes: list[tuple[int, int, float]], n: int, iters: int = 200) -> list[float]:
+    """Log-strengths maximizing sum p log sigma(s_i - s_j) + (1 - p) log sigma(s_j - s_i), mean 0.
+
+    A small Gaussian prior (0.01 * s^2) keeps strengths finite when one model wins every comparison.
+    """
+    s = [0.0] * n
+    for _ in range(iters):
+        grad = [-0.02 * x for x in s]
+        hess = [0.02] * n
+        for i, j, p in outcomes:
+            q = 1 / (1 + math.exp(-max(min(s[i] - s[j], 50), -50)))
+            grad[i] += p - q
+            grad[j] -= p - q
+            hess[i] += q * (1 - q)
+            hess[j] += q * (1 - q)
+        s = [x + 0.5 * g / h for x, g, h in zip(s, grad, hess)]  # damped diagonal Newton step
+        mean = sum(s) / n
+        s = [x - mean for x in s]
+    return s
+
+
+def elo(strengths: list[float]) -> list[float]:
+    return [1000 + 400 / math.log(10) * x for x in strengths]
+
+
+def ratings(outcomes_by_prompt: dict[str, list[tuple[int, int, float]]], names: list[str], samples: int = 200, seed: int = 0) -> dict:
+    """Elo per model with a 95% bootstrap interval (prompts resampled with replacement)."""
+    prompts = list(outcomes_by_prompt)
+    point = elo(bradley_terry([o for p in prompts for o in outcomes_by_prompt[p]], len(names)))
+    rng = random.Random(seed)
+    draws = []
+    for _ in range(samples):
+        picked = [rng.choice(prompts) for _ in prompts]
+        draws.append(elo(bradley_terry([o for p in picked for o in outcomes_by_prompt[p]], len(names), iters=60)))
+    out = {}
+    for k, name in enumerate(names):
+        values = sorted(d[k] for d in draws)
+        out[name] = {"elo": point[k], "ci95": [values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]]}
+    return out
+
+
+def pair_metrics(chosen: list[float], rejected: list[float], labels: list[float], bins: int = 10) -> dict:
+    """Pairwise accuracy (vs label > 0.5), mean margin, and expected calibration error of sigma(delta)."""
+    deltas = [c - r for c, r in zip(chosen, rejected)]
+    probs = [sigmoid(d) for d in deltas]
+    decided = [(d, y) for d, y in zip(deltas, labels) if y != 0.5]
+    correct = sum((d > 0) == (y > 0.5) for d, y in decided)
+    ece = 0.0
+    for b in range(bins):
+        members = [(p, y) for p, y in zip(probs, labels) if b / bins <= p < (b + 1) / bins or (b == bins - 1 and p == 1.0)]
+        if members:
+            ece += len(members) / len(probs) * abs(sum(p for p, _ in members) / len(members) - sum(y for _, y in members) / len(members))
+    lo, hi = wilson(correct, len(decided))
+    return {
+        "pairs": len(deltas),
+        "accuracy": correct / len(decided) if decided else None,
+        "accuracy_ci95": [lo, hi],
+        "mean_margin": sum(deltas) / len(deltas) if deltas else None,
+        "ece": ece,
+    }

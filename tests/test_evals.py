@@ -1,0 +1,71 @@
+"""eval mc / eval pm data: the paper's files, BIG-bench JSON, generic multiple choice."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from caikit import evals
+from caikit.cli import app
+from conftest import SHARED
+
+EVALS = SHARED / "data" / "anthropic-cai" / "evals"
+needs_shared = pytest.mark.skipif(not EVALS.exists(), reason="../shared is not present beside the checkout")
+
+
+class LetterScorer:
+    """A planted multiple-choice answerer: always the option with this letter."""
+
+    name, model, batch_size, generated_tokens = "fake", "letter", 8, 0
+
+    def __init__(self, letter):
+        self.letter = letter
+
+    def score_choices(self, prompts, choices):
+        return [[0.0 if c.strip() == f"({self.letter})" else -5.0 for c in cs] for cs in choices]
+
+
+@needs_shared
+
+
+def test_papers_mc_files_and_a_planted_answerer():
+    items = evals.mc_items([str(EVALS / "438HHHEvaluations.jsonl")])
+    assert len(items) == 438
+    result = evals.mc_accuracy(LetterScorer("A"), items)
+    assert result["n"] == 438 and result["accuracy"] == pytest.approx(228 / 438)
+    assert result["ci95"][0] < 228 / 438 < result["ci95"][1]
+    nine = evals.mc_items([str(EVALS / "HarmfulnessClassification.jsonl")])
+    assert len(nine) == 287 and max(len(i["choices"]) for i in nine) == 9
+    two = evals.mc_items([str(EVALS / "HarmfulVsEthical.jsonl")])
+    assert len(two) == 254
+    chat = evals.as_chat(items[0]["text"])
+    assert chat[-1] == {"role": "assistant", "content": "The answer is:"} and not chat[0]["content"].endswith("The answer is:")
+
+
+def test_bigbench_options_are_shuffled_and_generic_jsonl(tmp_path):
+    bb = tmp_path / "hhh.json"
+    bb.write_text(json.dumps({"examples": [
+        {"input": f"Human: q{k}\n\nAssistant:", "target_scores": {"right": 1, "wrong": 0, "worse": 0}} for k in range(60)
+    ]}))
+    items = evals.mc_items([str(bb)], seed=3)
+    positions = {next(iter(i["correct"])) for i in items}
+    assert positions == {0, 1, 2}  # the correct option is not always first
+    accuracy = evals.mc_accuracy(LetterScorer("A"), items)["accuracy"]
+    assert 0.15 < accuracy < 0.55
+    generic = tmp_path / "g.jsonl"
+    generic.write_text("\n".join(json.dumps(r) for r in [
+        {"question": "2+2?", "options": ["4", "5"], "answer": 0, "subset": "math"},
+        {"question": "Sky?", "options": ["green", "blue"], "answer": "blue", "subset": "facts"},
+        {"question": "Pick B", "options": ["x", "y", "z"], "answer": "B", "subset": "facts"},
+    ]) + "\n")
+    result = evals.mc_accuracy(LetterScorer("B"), evals.mc_items([str(generic)]))
+    assert result["subsets"]["math"]["accuracy"] == 0 and result["subsets"]["facts"]["accuracy"] == 1
+
+
+def test_cli_mc_json(tiny_model, tmp_path):
+    data = tmp_path / "q.jsonl"
+    data.write_text(json.dumps({"question": "2+2?", "options": ["4", "5"], "answer": 0}) + "\n")
+    result = CliRunner().invoke(app, ["eval", "mc", "--model", str(tiny_model), "--data", str(data), "--json", "-q"])
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["n"] == 1 and out["accuracy"] in (0.0, 1.0) and set(out) == {"n", "accuracy", "ci95", "subsets"}
