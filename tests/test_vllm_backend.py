@@ -104,3 +104,57 @@ def test_missing_vllm_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(CaikitError, match="--backend vllm: vLLM is not installed"):
         backends.build("vllm", "smollm2-135m-instruct")
+
+
+def test_vllm_chatter_goes_to_stderr_and_the_judge_of_rlaif_uses_it(fake_vllm, tiny_model, tmp_path, monkeypatch):
+    """vLLM prints and logs to stdout by default; caikit's stdout must stay JSONL only."""
+    import json
+    import logging
+
+    from typer.testing import CliRunner
+
+    from caikit import models
+    from caikit.cli import app
+    from caikit.errors import CaikitError
+
+    class ChattyLLM(FakeLLM):
+        def __init__(self, model, **settings):
+            print("INFO engine starting on stdout")
+            logger = logging.getLogger("vllm.engine")
+            logger.addHandler(logging.StreamHandler(sys.stdout))
+            logger.setLevel(logging.INFO)
+            super().__init__(models.load(model, device="cpu"))
+
+        def generate(self, requests, params, use_tqdm=False):
+            logging.getLogger("vllm.engine").info("INFO a batch went by")
+            return super().generate(requests, params, use_tqdm)
+
+    fake_vllm.LLM = ChattyLLM
+    result = CliRunner().invoke(app, ["redteam", "--backend", "vllm", "--model", str(tiny_model), "--max-new-tokens", "4", "-q"], input="One prompt?\nAnother prompt?\n")
+    assert result.exit_code == 0, result.stderr
+    assert [json.loads(line)["caikit"]["backend"] for line in result.stdout.splitlines()] == ["vllm", "vllm"]
+    assert "INFO engine starting" in result.stderr and "a batch went by" in result.stderr
+    logging.getLogger("vllm.engine").handlers.clear()  # (bound to the finished run's streams)
+    # rlaif's direct-feedback judge (and the reference policy) are built by --backend too
+    from caikit import rlaif
+    from caikit.cli import train
+    from caikit.cli.options import Engine
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("One prompt?\nAnother prompt?\n")
+    options = rlaif.RlOptions(max_new_tokens=4)
+    reward, described = train.build_reward(f"feedback:{tiny_model}", str(tiny_model), [(str(prompts), 1.0)], options, "default",
+                                           "vs-reference", Engine(backend="vllm"))
+    assert reward.backend.name == "vllm" and described["backend"] == "vllm"
+    assert len(reward([[{"role": "user", "content": "One prompt?"}]], [[{"role": "assistant", "content": "Sure."}]])) == 1
+    seen = {}
+
+    def capture(reward, policy, sources, options, constitution, mode, engine):
+        seen["engine"] = engine
+        raise CaikitError("stop here")
+
+    monkeypatch.setattr(train, "build_reward", capture)
+    result = CliRunner().invoke(app, ["rlaif", "--reward", f"feedback:{tiny_model}", "--backend", "vllm", "-i", str(prompts),
+                                      "-o", str(tmp_path / "rl")])
+    assert "stop here" in result.stderr and seen["engine"].backend == "vllm"
+    logging.getLogger("vllm.engine").handlers.clear()

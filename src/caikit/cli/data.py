@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from caikit.backends import SamplingParams
-from caikit.cli import command
+from caikit.cli.app import command
 from caikit.cli.options import (
     Constitution, Engine, Input, Limit, Model, Output, Quiet, Resume, choice, engine, sampling, take, with_options,
 )

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from caikit.cli import app, command, typer_app
+from caikit.cli.app import app, command, typer_app
 from caikit.cli.options import (
     Constitution, Engine, Json, Limit, MaxNewTokens, PmDir, Quiet, Seed, engine, named, take, with_options,
 )

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from caikit.cli import command
+from caikit.cli.app import command
 from caikit.cli.options import (
     BaseModel, ChatTemplate, Constitution, Engine, MaxNewTokens, OutputDir, Overwrite, Quiet, ResumeTraining, choice, engine,
     lora, training, with_options,
