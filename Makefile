@@ -69,12 +69,12 @@ $(RUN)/labels.jsonl: $(RUN)/sl-cai/caikit_train.json $(RUN)/redteam.jsonl
 	  --samples 2 --max-new-tokens $(QS_TOKENS) --seed 0 --resume
 
 $(RUN)/pm/caikit_train.json: $(RUN)/labels.jsonl
-	$(CAIKIT) train-pm --data $< -o $(RUN)/pm --base-model $(MODEL) --epochs 2 --batch-size 4 --max-length 512 \
+	$(CAIKIT) train-pm -i $< -o $(RUN)/pm --base-model $(MODEL) --epochs 2 --batch-size 4 --max-length 512 \
 	  --lr 2e-5 --eval-split 0 --overwrite --resume
 
 $(RUN)/rl-cai/caikit_train.json: $(RUN)/sl-cai/caikit_train.json $(RUN)/pm/caikit_train.json
-	$(CAIKIT) rlaif --policy $(RUN)/sl-cai --reward $(RUN)/pm --prompts $(RUN)/redteam.jsonl --prompts $(RUN)/helpful.jsonl:0.5 \
-	  --steps 4 --batch-size 2 --num-generations 2 --max-new-tokens 32 --lr 1e-5 --kl-coef 0.05 -o $(RUN)/rl-cai --overwrite --resume
+	$(CAIKIT) rlaif --policy $(RUN)/sl-cai --reward $(RUN)/pm -i $(RUN)/redteam.jsonl -i $(RUN)/helpful.jsonl:0.5 \
+	  --max-steps 4 --batch-size 4 --num-generations 2 --max-new-tokens 32 --lr 1e-5 --kl-coef 0.05 -o $(RUN)/rl-cai --overwrite --resume
 
 $(RUN)/report.md: $(RUN)/rl-cai/caikit_train.json
 	$(CAIKIT) eval compare -o $(RUN) --model base=$(MODEL) --model sl-cai=$(RUN)/sl-cai --model rl-cai=$(RUN)/rl-cai \

@@ -18,7 +18,8 @@ from pathlib import Path
 from caikit import constitution
 from caikit.backends import SamplingParams
 from caikit.backends.hf import TransformersBackend
-from caikit.label import LabelOptions, conversation, label_pairs
+from caikit.judge import conversation
+from caikit.label import LabelOptions, label_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -38,11 +38,11 @@ def main():
         reward = rlaif.PMReward(PreferenceModel(tmp / "pm", device="cpu"))
         print(f"{'algo':<6} {'steps':>5} {'s/step':>7}")
         for algo in ("rloo", "grpo", "dpo"):
-            options = rlaif.RlOptions(algo=algo, steps=args.steps, max_new_tokens=args.max_new_tokens, batch_size=2 if algo != "dpo" else 4,
+            options = rlaif.RlOptions(algo=algo, max_steps=args.steps, max_new_tokens=args.max_new_tokens, batch_size=8 if algo != "dpo" else 4,
                                       num_generations=4, device="cpu")
             start = time.perf_counter()
             report = rlaif.run(models.DEFAULT_MODEL, tmp / algo, options, reward=reward, reward_description={},
-                               prompts=[(str(prompts), 1.0)], data=[str(pairs)], quiet=True)
+                               prompts=[(str(pairs if algo == "dpo" else prompts), 1.0)], quiet=True)
             print(f"{algo:<6} {args.steps:>5} {report['seconds'] / args.steps:>7.1f}   (whole run incl. load/save {time.perf_counter() - start:.0f} s)")
 
 

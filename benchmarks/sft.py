@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from caikit import sft
+from caikit.training import LoraOptions
 
 
 def main():
@@ -26,7 +27,7 @@ def main():
         lines = Path(args.data).read_text().splitlines()[: args.records]
         data.write_text("\n".join(lines) + "\n")
         print(f"{'mode':<6} {'records':>7} {'max_len':>7} {'steps':>5} {'seconds':>8} {'first loss':>10} {'final loss':>10}")
-        for mode, lora in (("full", None), ("lora", sft.LoraOptions())):
+        for mode, lora in (("full", None), ("lora", LoraOptions())):
             options = sft.SftOptions(max_length=args.max_length, batch_size=args.batch_size, lora=lora, device="cpu")
             start = time.perf_counter()
             report = sft.run(str(data), [], Path(tmp) / mode, options, quiet=True)

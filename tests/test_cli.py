@@ -185,3 +185,42 @@ def test_failed_resume_of_a_finished_file_keeps_it(tiny_model, prompts_file, tmp
     result = run("redteam", "-i", str(more), "-o", str(out), "--resume", "--model", "no-such-model")
     assert result.exit_code == 2
     assert out.read_text() == before and not (tmp_path / "out.jsonl.partial").exists()
+
+
+def test_flags_mean_the_same_everywhere(tiny_model, tiny_pm, tmp_path, monkeypatch):
+    """-i on train-pm (old --data kept), --json on every eval subcommand with a table otherwise,
+    eval mc's default model, one-line usage errors for bad flag values."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"}) + "\n" for i in range(4)))
+    result = run("train-pm", "-i", str(pairs), "-o", str(tmp_path / "pm"), "--base-model", str(tiny_model), "--max-steps", "1",
+                 "--eval-split", "0", "--device", "cpu", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((tmp_path / "pm" / "caikit_train.json").read_text())["data"][0]["path"] == str(pairs)
+
+    table = run("eval", "pm", "--pm", str(tiny_pm), "-i", str(pairs), "--device", "cpu")
+    assert table.exit_code == 0 and table.stdout == "" and "accuracy" in table.stderr and "95% CI" in table.stderr
+    data = run("eval", "pm", "--pm", str(tiny_pm), "-i", str(pairs), "--device", "cpu", "--json", "-q")
+    assert json.loads(data.stdout)["n"] == 4 and data.stderr == ""
+    for sub in ("compare", "mc", "pm"):
+        assert "--json" in run("eval", sub, "--help").stdout
+
+    from caikit import backends
+    from conftest import FakeBackend
+
+    built = []
+    monkeypatch.setattr(backends, "build", lambda name, model, **options: built.append((name, model)) or FakeBackend(scores=[[0.0, -1.0]]))
+    mc = tmp_path / "q.jsonl"
+    mc.write_text(json.dumps({"question": "2+2?", "options": ["4", "5"], "answer": 0}) + "\n")
+    result = run("eval", "mc", "--data", str(mc), "--json", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert built == [("transformers", "smollm2-135m-instruct")] and json.loads(result.stdout)["accuracy"] == 1.0
+
+    for args, message in [
+        (["label", "--kind", "funny"], "caikit label: error: --kind funny: choose harmlessness, helpfulness or all"),
+        (["rlaif", "-o", "x", "--feedback-mode", "loud"], "caikit rlaif: error: --feedback-mode loud: choose vs-reference or absolute"),
+        (["sft", "-i", "x", "-o", "y", "--lora-r", "0"], "caikit sft: error: Invalid value for '--lora-r'"),
+        (["rlaif", "-o", str(tmp_path / "rl"), "--reward", str(tiny_pm), "-i", str(pairs), "--num-generations", "4", "--batch-size", "6"],
+         "--batch-size 6: must be a multiple of --num-generations 4"),
+    ]:
+        result = run(*args)
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
