@@ -126,7 +126,7 @@ def test_rloo_two_steps_on_the_embedded_model_with_a_tiny_pm(home, tmp_path, tin
     out = tmp_path / "rl"
     result = CliRunner().invoke(
         app,
-        ["rlaif", "--reward", str(pm_dir), "--prompts", str(prompts), "--steps", "2", "--batch-size", "1",
+        ["rlaif", "--reward", str(pm_dir), "--prompts", str(prompts), "--steps", "2", "--batch-size", "2",
          "--num-generations", "2", "--max-new-tokens", "16", "-o", str(out), "-q"],
     )
     assert result.exit_code == 0, result.stderr
@@ -169,7 +169,7 @@ def test_train_pm_on_16_pairs_then_hhh_accuracy_on_40_rows(home, tmp_path):
     result = CliRunner().invoke(app, ["train-pm", "--data", str(data), "-o", str(out), "--max-steps", "3",
                                       "--batch-size", "4", "--max-length", "256", "--eval-split", "0", "-q"])
     assert result.exit_code == 0, result.stderr
-    result = CliRunner().invoke(app, ["eval", "pm", "--pm", str(out), "--data", str(hhh), "--limit", "40", "-q"])
+    result = CliRunner().invoke(app, ["eval", "pm", "--pm", str(out), "--data", str(hhh), "--limit", "40", "-q", "--json"])
     assert result.exit_code == 0, result.stderr
     results = json.loads(result.stdout)
     assert results["n"] == 40 and 0 <= results["ci95"][0] <= results["accuracy"] <= results["ci95"][1] <= 1
