@@ -69,3 +69,12 @@ def test_cli_mc_json(tiny_model, tmp_path):
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["n"] == 1 and out["accuracy"] in (0.0, 1.0) and set(out) == {"n", "accuracy", "ci95", "subsets"}
+
+
+def test_bad_bigbench_json_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "task.json"
+    bad.write_text('{"examples": [\n  {"input": "Human: hi\\n\\nAssistant:", "target_scores": {"a": 1, "b": 0}},\n  oops\n]}\n')
+    for sub in (["mc"], ["pm", "--pm", str(tmp_path)]):
+        result = CliRunner().invoke(app, ["eval", *sub, "-i", str(bad)])
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert f"{bad}:3: invalid JSON" in result.stderr

@@ -76,7 +76,10 @@ def eval_compare(
         raise CaikitError("--pm or --judge: give something that judges")
     if hhh and not pm:
         raise CaikitError("--hhh needs --pm (it measures the preference model)")
-    sets, xs = compare.read_sets(red_team, helpful, xstest, limit)
+    sets, xs = compare.read_sets(red_team, helpful, xstest, limit)  # all data is read before any model is loaded
+    const = constitutions.load(constitution)
+    rows = inputs.read_completions(revisions) if revisions else None
+    hhh_items = take(evals.load_items(hhh), hhh_limit) if hhh else None
     generated = {}
     for name, spec in specs.items():
         spec, _, temp = spec.partition("@")
@@ -88,8 +91,7 @@ def eval_compare(
 
         preference = PreferenceModel(pm, device=engine.device, batch_size=engine.batch_size)
     results = compare.run(output, answers, names, sets, xs, pm=preference, judge=engine.build(judge) if judge else None,
-                          const=constitutions.load(constitution), revisions=inputs.read_completions(revisions) if revisions else None,
-                          hhh=take(evals.load_items(hhh), hhh_limit) if hhh else None, seed=seed, resume=resume)
+                          const=const, revisions=rows, hhh=hhh_items, seed=seed, resume=resume)
     if json_out:
         typer.echo(json.dumps(results))
     if not quiet:
@@ -130,9 +132,11 @@ def eval_mc(
     if pm:
         from caikit.pm import PreferenceModel
 
-        results = evals.pm_accuracy(PreferenceModel(pm, device=engine.device, batch_size=engine.batch_size), take(evals.load_items(input), limit))
+        items = take(evals.load_items(input), limit)  # the data is checked before a model is loaded
+        results = evals.pm_accuracy(PreferenceModel(pm, device=engine.device, batch_size=engine.batch_size), items)
     else:
-        results = evals.mc_accuracy(engine.build(model or DEFAULT_MODEL), take(evals.mc_items(input, seed), limit), raw=raw)
+        items = take(evals.mc_items(input, seed), limit)
+        results = evals.mc_accuracy(engine.build(model or DEFAULT_MODEL), items, raw=raw)
     if json_out:
         typer.echo(json.dumps(results))
     if not quiet:
