@@ -104,3 +104,26 @@ def test_cli_bad_input(tmp_path, tiny_model):
     assert result.exit_code == 2 and "no response for 1 of the 2 harmlessness prompts" in result.stderr
     result = CliRunner().invoke(app, ["eval", "mc", "--model", str(tiny_model), "--data", str(a)])
     assert result.exit_code == 2 and "unknown multiple-choice format" in result.stderr
+
+
+def test_judgments_of_an_interrupted_run_are_reused_once(tmp_path):
+    """A run killed while judging leaves judgments.jsonl.partial (a torn last line included); --resume
+    asks only the missing judgments and writes each judgment exactly once."""
+    prompts = [{"id": f"p{k}", "prompt": [{"role": "user", "content": f"Question {k}"}]} for k in range(4)]
+    styles = {"good": "Good answer", "bad": "Bad answer"}
+
+    def answers_for(name, kind, records):
+        return {r["id"]: f"{styles[name]} to {r['id']}." for r in records}
+
+    const = __import__("caikit.constitution").constitution.load("default")
+    out = tmp_path / "report"
+    compare.run(out, answers=answers_for, names=list(styles), sets={"helpfulness": prompts}, judge=fake_judge(), const=const)
+    lines = (out / "judgments.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    (out / "judgments.jsonl").unlink()
+    (out / "judgments.jsonl.partial").write_text("\n".join(lines[:2]) + "\n" + lines[2][:15])
+    judge = fake_judge()
+    compare.run(out, answers=answers_for, names=list(styles), sets={"helpfulness": prompts}, judge=judge, const=const, resume=True)
+    rows = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == sorted({r["id"] for r in rows}) and len(rows) == 4
+    assert [len(c[1]) for c in judge.calls if c[0] == "score_choices"] == [2 * 2]  # two judgments, both orders

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from caikit import inputs, judge as questions, redteam, report
 from caikit.errors import CaikitError
-from caikit.outputs import JsonlWriter
+from caikit.outputs import JsonlWriter, partial_path
 from caikit.records import assistant, content_id
 from caikit.stats import ratings, sigmoid
 
@@ -36,8 +36,6 @@ REFUSAL_PHRASES = (
 def phrase_refusal(text: str) -> bool:
     head = text.lower().replace("’", "'")[:200]
     return any(p in head for p in REFUSAL_PHRASES)
-
-
 
 
 class Answers:
@@ -99,16 +97,6 @@ def judgment_key(prompt, first: str, second: str, judge: str, kind: str) -> str:
     return content_id([prompt, first, second, judge, kind], length=20)
 
 
-def read_judgments(path: Path) -> dict[str, dict]:
-    cache = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                cache[row["id"]] = row
-    return cache
-
-
 def run(
     out: Path,
     answers: Answers,
@@ -126,10 +114,11 @@ def run(
 ) -> dict:
     """Judge every pair of models on every prompt; write judgments, results, report and plots to `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    judgments = out / "judgments.jsonl"
-    cache = read_judgments(judgments) if resume else {}
+    judgments = str(out / "judgments.jsonl")
     results: dict = {"models": names, "sets": {k: len(v) for k, v in sets.items()}, "elo": {}, "absolute": {}}
-    with JsonlWriter(str(judgments), resume=resume) as log:
+    with JsonlWriter(judgments, resume=resume) as log:
+        # judgments already made (a finished file or an interrupted run's whole lines) are reused
+        cache = {row["id"]: row for _, row in inputs.read_jsonl(str(partial_path(judgments)))} if log.done else {}
         for kind, records in sets.items():
             given = {name: answers(name, kind, records) for name in names}
             outcomes: dict[str, dict[str, list]] = {"pm": {}, "judge": {}}

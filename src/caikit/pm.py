@@ -190,8 +190,7 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
         callbacks=[training.progress_callback(quiet)],
     )
     training.quiet_trainer(trainer)
-    adapter = work / "final" / "adapter" if options.lora and options.lora.keep_adapter else None
-    result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=bool(options.lora), adapter_dir=adapter)
+    result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=options.lora)
     pm = PreferenceModel(work / "final", device=device)
     train_rows = [dict(e) for e in dataset]
     metrics = {

@@ -194,8 +194,7 @@ def run(
                           processing_class=tokenizer, peft_config=peft_config,
                           callbacks=[training.progress_callback(quiet, metric="reward")])
     training.quiet_trainer(trainer)
-    adapter = work / "final" / "adapter" if options.lora and options.lora.keep_adapter else None
-    result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=bool(options.lora), adapter_dir=adapter)
+    result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=options.lora)
     steps = history(trainer)
     rewarded = [s for s in steps if s["reward"] is not None]
     report = {

@@ -103,9 +103,7 @@ def run(main: str, mixes: list[tuple[str, float]], out: Path, options: SftOption
     work = training.prepare_output(out, overwrite=overwrite, resume=resume)
     trainer, tokenizer, path, lr = build_trainer(rows, work, options, quiet)
     dataset, eval_dataset = trainer.train_dataset, trainer.eval_dataset
-    final = work / "final"
-    adapter = final / "adapter" if options.lora and options.lora.keep_adapter else None
-    result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=bool(options.lora), adapter_dir=adapter)
+    result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=options.lora)
 
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]

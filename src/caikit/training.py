@@ -94,9 +94,10 @@ def lora_config(lora: "LoraOptions", task_type: str):
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type=task_type, **extra)
 
 
-def train_and_save(trainer, tokenizer, work: Path, *, resume: bool, lora: bool, adapter_dir: Path | None = None):
+def train_and_save(trainer, tokenizer, work: Path, *, resume: bool, lora: "LoraOptions | None"):
     """Train (from the last checkpoint in `work` when resuming) and save the model, LoRA merged, to
-    `work/final`; returns (train result, checkpoint resumed from or None, seconds)."""
+    `work/final` (the adapter too, in `final/adapter`, with `keep_adapter`); returns (train result,
+    checkpoint resumed from or None, seconds)."""
     import time
 
     checkpoint = last_checkpoint(work) if resume else None
@@ -108,8 +109,8 @@ def train_and_save(trainer, tokenizer, work: Path, *, resume: bool, lora: bool, 
     final = work / "final"
     trained = trainer.model
     if lora:
-        if adapter_dir is not None:
-            trained.save_pretrained(adapter_dir)
+        if lora.keep_adapter:
+            trained.save_pretrained(final / "adapter")
         trained = trained.merge_and_unload()
     if getattr(trained.config, "pad_token_id", None) is None:
         trained.config.pad_token_id = tokenizer.pad_token_id
