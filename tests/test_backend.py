@@ -113,3 +113,25 @@ def test_unknown_backend_is_a_clear_error():
 
     with pytest.raises(CaikitError, match="--backend nope: unknown backend"):
         backends.build("nope", "smollm2-135m-instruct")
+
+
+def test_greedy_decode_loop_matches_plain_generate(tiny_backend):
+    import torch
+
+    for conversation in CONVERSATIONS:
+        ids = torch.tensor([tiny_backend.encode(conversation)])
+        with torch.inference_mode():
+            tokens = tiny_backend._hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                                               do_sample=False, pad_token_id=tiny_backend._tok.pad_token_id)
+        new = tokens[0, ids.shape[1]:].tolist()
+        end = next((k for k, t in enumerate(new) if t in tiny_backend._eos), len(new))
+        expected = tiny_backend._tok.decode(new[:end], skip_special_tokens=True).strip()
+        assert tiny_backend.generate([conversation], SamplingParams(max_new_tokens=12, temperature=0)) == [expected]
+
+
+def test_a_seeded_sample_does_not_depend_on_its_batch(tiny_backend):
+    params = SamplingParams(max_new_tokens=16, temperature=1.0, seed=3, n=2)
+    together = tiny_backend.generate(CONVERSATIONS, params)
+    alone = [s for c in CONVERSATIONS for s in tiny_backend.generate([c], params)]
+    assert together == alone
+    assert together[0] != together[1], "the two samples of a prompt draw from different generators"

@@ -1,13 +1,16 @@
 """The transformers backend: batched generation and choice scoring with a Hugging Face causal LM.
 
 Batches are formed after sorting prompts by token length (longest first, so memory trouble shows up
-at once), left-padded, and run under `torch.inference_mode()`. Sampling is seeded per batch with
-`seed + batch number`, so a run is repeatable for the same prompts, seed and batch size.
+at once), left-padded, and run under `torch.inference_mode()` by a plain decode loop. Each sampled
+sequence has its own random generator, seeded from the seed, its prompt's token ids and its sample
+index: a run is repeatable for the same seed whatever the batch size or the batch's other prompts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +18,21 @@ import torch
 
 from caikit import models
 from caikit.backends import Prompt, SamplingParams, encode, render
+
+
+@dataclass(frozen=True)
+class Row:
+    """One sequence to generate: prompt token ids, sampling settings, and which sample of the prompt it is."""
+
+    ids: list[int]
+    params: SamplingParams
+    sample: int = 0
+
+    def generator(self, device: str):
+        if self.params.temperature == 0:
+            return None
+        key = hashlib.blake2b(f"{self.params.seed}:{self.sample}:{self.ids}".encode(), digest_size=8).digest()
+        return torch.Generator(device=device).manual_seed(int.from_bytes(key, "little") >> 1)
 
 
 class TransformersBackend:
@@ -71,30 +89,82 @@ class TransformersBackend:
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[str]:
         encoded = [self.encode(p) for p in prompts]
-        out: list[str] = [""] * (len(prompts) * params.n)
-        sampling = params.temperature > 0
-        for number, indices in enumerate(self._batches(encoded)):
-            ids, mask = self._left_padded([encoded[i] for i in indices])
-            torch.manual_seed(params.seed + number)
-            options = dict(
-                max_new_tokens=params.max_new_tokens,
-                do_sample=sampling,
-                num_return_sequences=params.n,
-                pad_token_id=self._tok.pad_token_id,
-            )
-            if sampling:
-                options.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-            else:
-                options.update(temperature=None, top_p=None, top_k=None)
-            if params.stop:
-                options.update(stop_strings=list(params.stop), tokenizer=self._tok)
-            with torch.inference_mode():
-                tokens = self._hf.generate(input_ids=ids, attention_mask=mask, **options)
-            new = tokens[:, ids.shape[1] :].tolist()
-            samples = [self._finish(row, params.stop) for row in new]
-            for k, i in enumerate(indices):
-                out[i * params.n : (i + 1) * params.n] = samples[k * params.n : (k + 1) * params.n]
+        rows = [Row(ids, params, j) for ids in encoded for j in range(params.n)]
+        return self.generate_rows(rows)
+
+    def generate_rows(self, rows: Sequence["Row"]) -> list[str]:
+        """Generate each row (prompt ids, its own sampling settings); rows are batched by length.
+        Each sampled row draws from its own generator, seeded from (seed, prompt ids, sample index),
+        so a row's text does not depend on what it was batched with, here or in `caikit serve`."""
+        out: list[str] = [""] * len(rows)
+        for indices in self._batches([r.ids for r in rows]):
+            for i, tokens in zip(indices, self._decode([rows[i] for i in indices])):
+                out[i] = self._finish(tokens, rows[i].params.stop)
         return out
+
+    def _decode(self, rows: list["Row"]) -> list[list[int]]:
+        """A plain decode loop over one left-padded batch: prefill, then one token per step for the
+        rows still running (finished rows leave the batch and its KV cache)."""
+        device = self.loaded.device
+        ids, mask = self._left_padded([r.ids for r in rows])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        live = list(range(len(rows)))
+        out: list[list[int]] = [[] for _ in rows]
+        generators = [r.generator(device) for r in rows]
+        temperature = torch.tensor([r.params.temperature or 1.0 for r in rows], device=device).unsqueeze(1)
+        top_p = torch.tensor([r.params.top_p for r in rows], device=device).unsqueeze(1)
+        cache, step = None, 0
+        with torch.inference_mode():
+            while live:
+                extra = {self._cache_kwarg: cache} if cache is not None else {}
+                result = self._hf(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                                  logits_to_keep=1, **extra)
+                cache = result.cache if hasattr(result, "cache") else result.past_key_values
+                logits = result.logits[:, -1, :].float()
+                chosen = self._pick(logits, temperature, top_p, [generators[r] for r in live])
+                step += 1
+                keep = []
+                for k, (r, token) in enumerate(zip(live, chosen)):
+                    out[r].append(token)
+                    if not (token in self._eos or step >= rows[r].params.max_new_tokens or self._stopped(out[r], rows[r])):
+                        keep.append(k)
+                if len(keep) < len(live):
+                    if not keep:
+                        break
+                    index = torch.tensor(keep, device=device)
+                    cache.reorder_cache(index)
+                    mask, positions, temperature, top_p = mask[index], positions[index], temperature[index], top_p[index]
+                    chosen = [chosen[k] for k in keep]
+                    live = [live[k] for k in keep]
+                ids = torch.tensor(chosen, device=device).unsqueeze(1)
+                mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
+                positions = positions[:, -1:] + 1
+        return out
+
+    @staticmethod
+    def _pick(logits, temperature, top_p, generators) -> list[int]:
+        """Greedy rows (no generator) take the argmax; sampled rows draw from their nucleus."""
+        greedy = logits.argmax(-1).tolist()
+        if not any(generators):
+            return greedy
+        probs = (logits / temperature).softmax(-1)
+        sorted_probs, order = probs.sort(-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # mass before the token already reaches top_p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        picked = []
+        for k, generator in enumerate(generators):
+            if generator is None:
+                picked.append(greedy[k])
+            else:
+                j = torch.multinomial(sorted_probs[k], 1, generator=generator).item()
+                picked.append(order[k, j].item())
+        return picked
+
+    def _stopped(self, tokens: list[int], row: "Row") -> bool:
+        if not row.params.stop:
+            return False
+        text = self._tok.decode(tokens, skip_special_tokens=True)
+        return any(s in text for s in row.params.stop)
 
     def _finish(self, row: list[int], stop: Sequence[str]) -> str:
         """Cut a generated row at its end-of-sequence token and at the first stop string."""
