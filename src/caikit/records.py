@@ -65,7 +65,7 @@ def provenance(stage: str, backend=None, params=None, **extra) -> dict:
     """The `caikit` field of an output record."""
     info = {"stage": stage}
     if backend is not None:
-        info.update(model=backend.model, backend=backend.name)
+        info.update(model=backend.model, backend=backend.name, **getattr(backend, "details", {}))
     if params is not None:
         info["sampling"] = params.as_dict()
         info["seed"] = params.seed

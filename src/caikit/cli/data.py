@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from caikit.backends import SamplingParams
+from caikit.backends import SamplingParams, for_scoring
 from caikit.cli.app import command
 from caikit.cli.options import (
     Constitution, Engine, Input, Limit, Model, Output, Quiet, Resume, choice, engine, sampling, take, with_options,
@@ -217,7 +217,7 @@ def label(
         todo = stage.remaining(take(items, limit), out.done, prompts=bool(policy))
         if todo:
             sampler = engine.build(policy) if policy else None
-            feedback = sampler if policy == feedback_model else engine.build(feedback_model)
+            feedback = for_scoring(sampler) if policy == feedback_model else engine.build(feedback_model, scoring=True)
             for record in stage.run(todo, feedback, const, comparisons, options, policy=sampler, sampling=replace(sampling, n=samples) if policy else None,
                                     min_margin=min_margin, hard=hard, skipped=skipped, progress=console.progress_factory(quiet)):
                 kept.append(record)

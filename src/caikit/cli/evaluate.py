@@ -90,7 +90,7 @@ def eval_compare(
         from caikit.pm import PreferenceModel
 
         preference = PreferenceModel(pm, device=engine.device, batch_size=engine.batch_size)
-    results = compare.run(output, answers, names, sets, xs, pm=preference, judge=engine.build(judge) if judge else None,
+    results = compare.run(output, answers, names, sets, xs, pm=preference, judge=engine.build(judge, scoring=True) if judge else None,
                           const=const, revisions=rows, hhh=hhh_items, seed=seed, resume=resume)
     if json_out:
         typer.echo(json.dumps(results))
@@ -136,7 +136,7 @@ def eval_mc(
         results = evals.pm_accuracy(PreferenceModel(pm, device=engine.device, batch_size=engine.batch_size), items)
     else:
         items = take(evals.mc_items(input, seed), limit)
-        results = evals.mc_accuracy(engine.build(model or DEFAULT_MODEL), items, raw=raw)
+        results = evals.mc_accuracy(engine.build(model or DEFAULT_MODEL, scoring=True), items, raw=raw)
     if json_out:
         typer.echo(json.dumps(results))
     if not quiet:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -56,11 +56,13 @@ def choice(flag: str, values, help: str, noun: str | None = None):
 Input = Annotated[str, typer.Option("-i", "--input", help="Input file; - reads stdin.")]
 Output = Annotated[str, typer.Option("-o", "--output", help="Output JSONL file; - writes stdout.")]
 OutputDir = Annotated[Path, typer.Option("-o", "--output", help="Output dir (written atomically).")]
-Model = Annotated[str, typer.Option("--model", help="Built-in name, local HF model dir, .gguf file or hub id.")]
+SERVER = "Models on a server (openai backend)"
+SPEC_HELP = "Model spec: built-in name, HF model dir, .gguf file, hub id, or BACKEND:MODEL[@URL] (openai:NAME@http://host:8000/v1)."
+Model = Annotated[str, typer.Option("--model", help=SPEC_HELP)]
 Constitution = Annotated[
     str, typer.Option("--constitution", help="Built-in name (default, helpful-only), TOML/JSON file or directory.")
 ]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed and batch size repeat a run.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed repeats a run.")]
 Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N input records.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run: skip ids already written.")]
 ResumeTraining = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in DIR.tmp/.")]
@@ -75,7 +77,7 @@ ChatTemplate = Annotated[Optional[Path], typer.Option("--chat-template", help="J
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Most tokens generated per response.")]
 PmDir = Annotated[Optional[Path], typer.Option("--pm", help="Preference-model dir (from caikit train-pm).")]
 Backend = Annotated[
-    str, choice("--backend", tuple(BACKENDS), "Backend that runs the models: transformers (CPU/GPU) or vllm (GPU).", "backend")
+    str, choice("--backend", tuple(BACKENDS), "Backend of model specs without a prefix: transformers (CPU/GPU), vllm (GPU) or openai (a server).", "backend")
 ]
 
 
@@ -89,12 +91,16 @@ class Engine:
     device: str = "auto"
     batch_size: int = 16
     chat_template: Path | None = None
+    endpoint: dict = field(default_factory=dict)  # defaults for models on OpenAI-compatible servers
 
-    def build(self, model: str):
+    def build(self, model: str, *, scoring: bool = False):
+        """The backend for model spec `model`; with `scoring`, checked now that it can score choices."""
         from caikit import backends
 
-        options = dict(dtype=self.dtype, device=self.device, batch_size=self.batch_size, chat_template=self.chat_template)
-        return backends.build(self.backend, model, **options)
+        options = dict(dtype=self.dtype, device=self.device, batch_size=self.batch_size,
+                       chat_template=self.chat_template, endpoint=self.endpoint)
+        backend = backends.build(self.backend, model, **options)
+        return backends.for_scoring(backend) if scoring else backend
 
 
 def engine(
@@ -103,8 +109,16 @@ def engine(
     device: Device = "auto",
     batch_size: BatchSize = 16,
     chat_template: ChatTemplate = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="Server of openai:MODEL specs without @URL (default $OPENAI_BASE_URL).", rich_help_panel=SERVER)] = None,
+    api_key_env: Annotated[str, typer.Option("--api-key-env", help="Environment variable that holds the server's API key.", rich_help_panel=SERVER)] = "OPENAI_API_KEY",
+    tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Local tokenizer (model dir or spec) of a served model, for exact choice scores; default: the server's /tokenize.", rich_help_panel=SERVER)] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight per served model.", rich_help_panel=SERVER)] = 8,
+    timeout: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds to wait for one reply.", rich_help_panel=SERVER)] = 300.0,
+    retries: Annotated[int, typer.Option("--retries", min=0, help="Retries of a failed request (429, 5xx, dropped) before the stage stops.", rich_help_panel=SERVER)] = 5,
 ) -> Engine:
-    return Engine(backend, dtype, device, batch_size, chat_template)
+    endpoint = dict(base_url=base_url, api_key_env=api_key_env, tokenizer=tokenizer, concurrency=concurrency,
+                    timeout=timeout, retries=retries)
+    return Engine(backend, dtype, device, batch_size, chat_template, endpoint)
 
 
 def sampling(

@@ -183,8 +183,8 @@ def build_reward(reward: str, policy: str, sources, options, constitution: str, 
     const = constitutions.load(constitution)
     comparisons = [c for c in const.comparisons if c.kind == "harmlessness"] or const.comparisons
     rows, _ = stage.read_prompt_sources(sources, options.seed)
-    feedback = engine.build(model)
+    feedback = engine.build(model, scoring=True)
     start = feedback if model == policy else engine.build(policy)
     reward_fn = stage.feedback_reward(feedback, start, comparisons, [r["prompt"] for r in rows], mode=mode,
                                       max_new_tokens=options.max_new_tokens, seed=options.seed)
-    return reward_fn, {"kind": "feedback", "model": model, "backend": feedback.name, "mode": mode, "constitution": const.provenance()}
+    return reward_fn, {"kind": "feedback", "model": model, "backend": feedback.name, **getattr(feedback, "details", {}), "mode": mode, "constitution": const.provenance()}
