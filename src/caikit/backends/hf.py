@@ -35,6 +35,13 @@ class Row:
         return torch.Generator(device=device).manual_seed(int.from_bytes(key, "little") >> 1)
 
 
+@dataclass(frozen=True)
+class Generated:
+    text: str
+    tokens: int  # generated tokens, counting the end-of-sequence token
+    finish: str  # "stop" (end of sequence or a stop string) or "length"
+
+
 class TransformersBackend:
     name = "transformers"
 
@@ -92,15 +99,16 @@ class TransformersBackend:
         rows = [Row(ids, params, j) for ids in encoded for j in range(params.n)]
         return self.generate_rows(rows)
 
-    def generate_rows(self, rows: Sequence["Row"]) -> list[str]:
+    def generate_rows(self, rows: Sequence["Row"], details: bool = False) -> list:
         """Generate each row (prompt ids, its own sampling settings); rows are batched by length.
         Each sampled row draws from its own generator, seeded from (seed, prompt ids, sample index),
-        so a row's text does not depend on what it was batched with, here or in `caikit serve`."""
-        out: list[str] = [""] * len(rows)
+        so a row's text does not depend on what it was batched with, here or in `caikit serve`.
+        Gives texts, or with `details` `Generated` (text, tokens, finish reason) records."""
+        out: list = [None] * len(rows)
         for indices in self._batches([r.ids for r in rows]):
             for i, tokens in zip(indices, self._decode([rows[i] for i in indices])):
                 out[i] = self._finish(tokens, rows[i].params.stop)
-        return out
+        return out if details else [g.text for g in out]
 
     def _decode(self, rows: list["Row"]) -> list[list[int]]:
         """A plain decode loop over one left-padded batch: prefill, then one token per step for the
@@ -166,16 +174,50 @@ class TransformersBackend:
         text = self._tok.decode(tokens, skip_special_tokens=True)
         return any(s in text for s in row.params.stop)
 
-    def _finish(self, row: list[int], stop: Sequence[str]) -> str:
+    def _finish(self, row: list[int], stop: Sequence[str]) -> "Generated":
         """Cut a generated row at its end-of-sequence token and at the first stop string."""
         end = next((k for k, t in enumerate(row) if t in self._eos), len(row))
-        self.generated_tokens += min(end + 1, len(row))
+        tokens = min(end + 1, len(row))
+        self.generated_tokens += tokens
         text = self._tok.decode(row[:end], skip_special_tokens=True)
+        finish = "stop" if end < len(row) else "length"
         for s in stop:
             cut = text.find(s)
             if cut != -1:
-                text = text[:cut]
-        return text.strip()
+                text, finish = text[:cut], "stop"
+        return Generated(text.strip(), tokens, finish)
+
+    def prompt_logprobs(self, rows: list[list[int]], top: int = 0) -> list[list]:
+        """For each token of each row, its log-probability after the tokens before it (None for the
+        first) and, with `top`, the `top` most likely tokens there as {token id: logprob}. Rows run
+        in batches whose logits stay under about 1 GB."""
+        out: list[list] = [[] for _ in rows]
+        vocab = self._hf.config.vocab_size
+        for indices in self._batches(rows):
+            width = max(len(rows[i]) for i in indices)
+            step = max(1, int(1e9 // (width * vocab * 4)))
+            for start in range(0, len(indices), step):
+                part = indices[start : start + step]
+                for i, found in zip(part, self._prompt_logprobs([rows[i] for i in part], top)):
+                    out[i] = found
+        return out
+
+    def _prompt_logprobs(self, rows: list[list[int]], top: int) -> list[list]:
+        ids, mask = self._left_padded(rows)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = self._hf(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+        found = []
+        for b, row in enumerate(rows):
+            pad = ids.shape[1] - len(row)
+            logp = logits[b, pad:-1].float().log_softmax(-1)
+            picked = logp.gather(-1, ids[b, pad + 1 :].unsqueeze(-1)).squeeze(-1).tolist()
+            tops = [None] * len(picked)
+            if top:
+                values, which = logp.topk(top, dim=-1)
+                tops = [dict(zip(w, v)) for w, v in zip(which.tolist(), values.tolist())]
+            found.append([(None, None)] + list(zip(picked, tops)))
+        return found
 
     # -- scoring --------------------------------------------------------------------------------
 

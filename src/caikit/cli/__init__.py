@@ -2,10 +2,11 @@
 
 - `app`: the Typer app, one-line usage errors, the `command` decorator (errors -> one line, exit code);
 - `options`: options shared by the commands, so a flag means the same thing everywhere;
-- `data`: redteam, revise, label; `train`: sft, train-pm, rlaif; `evaluate`: eval, inspect, constitution.
+- `data`: redteam, revise, label; `train`: sft, train-pm, rlaif; `evaluate`: eval, inspect, constitution;
+  `serve`: serve.
 """
 
 from caikit.cli.app import app, main
-from caikit.cli import data, evaluate, train  # noqa: F401  (registers the commands)
+from caikit.cli import data, evaluate, serve, train  # noqa: F401  (registers the commands)
 
 __all__ = ["app", "main"]

@@ -1,0 +1,61 @@
+"""`caikit serve`: share one loaded model over the OpenAI-compatible HTTP API."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Optional
+
+import typer
+
+from caikit.cli.app import command
+from caikit.cli.options import BatchSize, ChatTemplate, Device, Dtype, Model, Quiet
+from caikit.errors import CaikitError
+
+
+@command()
+def serve(
+    model: Model = "smollm2-135m-instruct",
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 opens it to the network).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8000,
+    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Require `Authorization: Bearer $VAR` from clients.")] = None,
+    served_name: Annotated[Optional[str], typer.Option("--served-name", help="Model id clients ask for (default: the --model spec).")] = None,
+    window_ms: Annotated[float, typer.Option("--window-ms", min=0.0, help="Gather concurrent requests this long into one batch.")] = 20.0,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most sequences gathered into one batch.")] = 64,
+    max_tokens: Annotated[int, typer.Option("--max-tokens-limit", min=1, help="Most new tokens a request may ask for.")] = 4096,
+    max_request_mb: Annotated[float, typer.Option("--max-request-mb", min=0.001, help="Largest request body accepted.")] = 8.0,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    batch_size: BatchSize = 16,
+    chat_template: ChatTemplate = None,
+    quiet: Quiet = False,
+):
+    """Serve a model with an OpenAI-compatible API (/v1/models, /v1/chat/completions,
+    /v1/completions with echo + logprobs, /tokenize), batching concurrent requests, so several
+    pipeline processes share one loaded feedback model. Logs one line per request on stderr.
+
+    Example: caikit serve --model smollm2-135m-instruct --port 8000 &
+             caikit label -i pairs.jsonl --feedback-model openai:smollm2-135m-instruct@http://127.0.0.1:8000/v1
+    """
+    import uvicorn
+
+    from caikit import console, serve as stage
+    from caikit.backends import ModelSpec
+    from caikit.backends.hf import TransformersBackend
+
+    console.setup_logging(quiet)
+    if ModelSpec.parse(model).backend != "transformers":
+        raise CaikitError(f"--model {model}: caikit serve runs models with transformers; a vLLM model has its own server (vllm serve)")
+    key = None
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise CaikitError(f"--api-key-env {api_key_env}: the variable is not set")
+    backend = TransformersBackend.load(model, dtype=dtype, device=device, batch_size=batch_size, chat_template=chat_template)
+    limits = stage.Limits(max_tokens=max_tokens, max_request_bytes=int(max_request_mb * 2**20))
+    name = served_name or model
+    app = stage.create_app(backend, name=name, api_key=key, window=window_ms / 1000, max_rows=max_batch, limits=limits)
+    console.say(f"caikit serve: {name} on http://{host}:{port}/v1 ({'API key required' if key else 'no API key'})")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    except OSError as err:
+        raise CaikitError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err})") from None
