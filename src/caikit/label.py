@@ -58,7 +58,7 @@ def label_pairs(
                 owners.append(i)
         cot = None
         if options.cot:
-            cot = judge.Cot(options.cot_samples, options.clamp, replace(options.cot_params, seed=options.seed + start))
+            cot = judge.Cot(options.cot_samples, options.clamp, replace(options.cot_params, seed=options.seed))
         judged = judge.score_pairs(backend, jobs, debias=options.debias, shots=shots, cot=cot)
         entries: dict[int, list[dict]] = {}
         for i, job, result in zip(owners, jobs, judged):

@@ -31,15 +31,14 @@ def answer(
 ) -> Iterator[dict]:
     """Yield each record with the model's `completion`, one batch at a time (longest prompts first)."""
     ordered = by_length(records)
-    for number, start in enumerate(range(0, len(ordered), backend.batch_size)):
+    for start in range(0, len(ordered), backend.batch_size):
         batch = ordered[start : start + backend.batch_size]
-        batch_params = replace(params, seed=params.seed + number)
-        texts = backend.generate([r["prompt"] for r in batch], batch_params)
+        texts = backend.generate([r["prompt"] for r in batch], params)  # seeded per sequence, not per batch
         for record, text in zip(batch, texts):
             yield {
                 **record,
                 "completion": [{"role": "assistant", "content": text}],
-                "caikit": provenance("redteam", backend, params, batch_seed=batch_params.seed),
+                "caikit": provenance("redteam", backend, params),
             }
         advance(len(batch))
 

@@ -135,7 +135,7 @@ def run(
         shots=shots,
         critique_tokens=critique_tokens,
     )
-    for number, start in enumerate(range(0, len(records), chunk_size)):
+    for start in range(0, len(records), chunk_size):
         chains = []
         for record in records[start : start + chunk_size]:
             fallback = principles[0]
@@ -144,7 +144,7 @@ def run(
             chains.append(Chain(record, turns))
         for round_ in range(1, rounds + 1):
             drawn = [draw_principle(principles, params.seed, c.record["id"], round_) for c in chains]
-            seed = params.seed + 10_000 * number + 10 * round_
+            seed = params.seed + 10 * round_  # backends seed each sequence by its prompt: no batch number needed
             critiques = [""] * len(chains)
             if critique:
                 asks = [c.base(context) + [{"role": "user", "content": p.critique}] for c, p in zip(chains, drawn)]
