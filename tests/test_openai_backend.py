@@ -131,3 +131,28 @@ def test_api_key_limits_and_request_log(tiny_backend, monkeypatch, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "caikit.serve"]
     assert any("POST /v1/chat/completions 401" in line for line in lines)
     assert any("POST /v1/chat/completions 200" in line and "tok" in line for line in lines)
+
+
+def test_eval_mc_and_compare_with_remote_models(server, tiny_model, tmp_path):
+    from caikit.cli.evaluate import split_temperature
+
+    assert split_temperature(f"openai:tiny@{server}") == (f"openai:tiny@{server}", None)
+    assert split_temperature(f"openai:tiny@{server}@0.3") == (f"openai:tiny@{server}", 0.3)
+    assert split_temperature("base@0") == ("base", 0.0)
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"question": f"{i}+{i}?", "options": [str(2 * i), str(i)], "answer": 0}) + "\n" for i in range(4)))
+    local = caikit("eval", "mc", "--model", tiny_model, "-i", data, "--json", "-q")
+    served = caikit("eval", "mc", "--model", f"openai:tiny@{server}", "-i", data, "--json", "-q")
+    assert local[0] == served[0] == 0 and json.loads(local[1]) == json.loads(served[1])
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": c[0]["content"]}) + "\n" for c in CONVERSATIONS[:2]))
+    code, out, err = caikit("eval", "compare", "--model", f"local={tiny_model}@0", "--model", f"served=openai:tiny@{server}@0",
+                            "--red-team", prompts, "--judge", f"openai:tiny@{server}", "--max-new-tokens", 6,
+                            "-o", tmp_path / "cmp", "--json", "-q")
+    assert code == 0, err
+    answers = {}
+    for name in ("local", "served"):
+        found = list((tmp_path / "cmp").rglob(f"*{name}*.jsonl"))
+        assert found, list((tmp_path / "cmp").rglob("*"))
+        answers[name] = [r["completion"] for r in map(json.loads, found[0].read_text().splitlines())]
+    assert answers["local"] == answers["served"], "greedy answers are the same through either path"

@@ -32,6 +32,15 @@ def accuracy_table(title: str, results: dict) -> None:
     stderr().print(table)
 
 
+def split_temperature(spec: str) -> tuple[str, float | None]:
+    """`SPEC@0.3` -> (SPEC, 0.3); an `@` that starts a server URL (openai:NAME@URL) stays in the spec."""
+    head, sep, tail = spec.rpartition("@")
+    try:
+        return (head, float(tail)) if sep else (spec, None)
+    except ValueError:
+        return spec, None
+
+
 @command("compare", group=eval_app)
 @with_options(engine)
 def eval_compare(
@@ -82,8 +91,8 @@ def eval_compare(
     hhh_items = take(evals.load_items(hhh), hhh_limit) if hhh else None
     generated = {}
     for name, spec in specs.items():
-        spec, _, temp = spec.partition("@")
-        generated[name] = (spec, SamplingParams(max_new_tokens=max_new_tokens, temperature=float(temp) if temp else temperature, seed=seed))
+        spec, temp = split_temperature(spec)
+        generated[name] = (spec, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature if temp is None else temp, seed=seed))
     answers = compare.Answers(output, given=files, models=generated, build=engine.build, resume=resume, progress=console.progress_factory(quiet))
     preference = None
     if pm:
