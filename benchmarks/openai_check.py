@@ -34,6 +34,23 @@ PROMPTS = [
 CHOICES = [" (A)", " (B)"]
 
 
+def hhh_questions(n: int) -> list:
+    """The first n rows of the paper's HHH file (../shared), as (conversation, index of the right option)."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "shared/data/anthropic-cai/evals/438HHHEvaluations.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines()[:n]:
+        row = json.loads(line)
+        text = row["prompt"].removesuffix("The answer is:").strip()
+        conversation = [{"role": "user", "content": text}, {"role": "assistant", "content": "The answer is:"}]
+        out.append((conversation, 0 if row["corrects"][0].strip() == "(A)" else 1))
+    return out
+
+
 def start_vllm(model_dir: str) -> subprocess.Popen:
     python = os.environ.get("VLLM_PYTHON", "/tmp/vv/bin/python")
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
@@ -80,9 +97,16 @@ def main():
         print("seeded sampling repeats:", remote.generate(PROMPTS[2:4], sampled) == remote.generate(PROMPTS[2:4], sampled))
         approx = build("openai", f"openai:smollm2@{URL}?scoring=top-logprobs")
         print("scoring:", approx.check_scoring())
-        got = approx.score_choices(PROMPTS[:2], CHOICES)
-        agree = sum((g[0] > g[1]) == (w[0] > w[1]) for g, w in zip(got, want[:2]))
-        print(f"top-logprobs approximation picks the exact choice in {agree}/2; scores {got} vs exact {want[:2]}")
+        hhh = hhh_questions(int(os.environ.get("HHH_N", "60")))
+        if hhh:
+            prompts, correct = zip(*hhh)
+            exact = remote.score_choices(list(prompts), CHOICES)
+            rough = approx.score_choices(list(prompts), CHOICES)
+            pick = lambda s: 0 if s[0] > s[1] else 1  # noqa: E731
+            same = sum(pick(a) == pick(b) for a, b in zip(exact, rough))
+            print(f"HHH, {len(hhh)} questions: top-logprobs picks the same option as exact in {same}; "
+                  f"right answers: exact {sum(pick(s) == c for s, c in zip(exact, correct))}, "
+                  f"top-logprobs {sum(pick(s) == c for s, c in zip(rough, correct))}")
     finally:
         server.terminate()
         server.wait(timeout=60)

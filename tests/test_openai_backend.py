@@ -156,3 +156,38 @@ def test_eval_mc_and_compare_with_remote_models(server, tiny_model, tmp_path):
         assert found, list((tmp_path / "cmp").rglob("*"))
         answers[name] = [r["completion"] for r in map(json.loads, found[0].read_text().splitlines())]
     assert answers["local"] == answers["served"], "greedy answers are the same through either path"
+
+
+def test_caikit_serve_command(tiny_model, tmp_path):
+    """The real command in its own process: it serves, logs one line per request, and a taken port
+    is one line and exit 2."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CAIKIT_TEST_KEY": "k1"}
+    command = [sys.executable, "-m", "caikit.cli", "serve", "--model", str(tiny_model), "--port", str(port), "--device", "cpu",
+               "--served-name", "tiny", "--api-key-env", "CAIKIT_TEST_KEY"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        body = {"model": "tiny", "messages": CONVERSATIONS[0], "max_tokens": 4, "temperature": 0}
+        assert httpx.post(f"{url}/v1/chat/completions", json=body, headers={"Authorization": "Bearer k1"}).status_code == 200
+        taken = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        assert taken.returncode == 2 and taken.stderr.strip().splitlines()[-1].startswith("caikit serve: error: --port")
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=30)
+    assert out == ""
+    assert sum("POST /v1/chat/completions 200" in line for line in err.splitlines()) == 1, err

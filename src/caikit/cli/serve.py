@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Annotated, Optional
 
 import typer
@@ -50,12 +51,23 @@ def serve(
         key = os.environ.get(api_key_env)
         if not key:
             raise CaikitError(f"--api-key-env {api_key_env}: the variable is not set")
+    listener = bind(host, port)  # before loading the model: a taken port fails at once
     backend = TransformersBackend.load(model, dtype=dtype, device=device, batch_size=batch_size, chat_template=chat_template)
     limits = stage.Limits(max_tokens=max_tokens, max_request_bytes=int(max_request_mb * 2**20))
     name = served_name or model
     app = stage.create_app(backend, name=name, api_key=key, window=window_ms / 1000, max_rows=max_batch, limits=limits)
+    port = listener.getsockname()[1]
     console.say(f"caikit serve: {name} on http://{host}:{port}/v1 ({'API key required' if key else 'no API key'})")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server.run(sockets=[listener])
+
+
+def bind(host: str, port: int) -> socket.socket:
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listener = socket.socket(info[0], socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(info[4])
     except OSError as err:
         raise CaikitError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err})") from None
+    return listener
