@@ -50,7 +50,7 @@ def generation(backend, tokens: int) -> float:
 def labelling(backend) -> float:
     const = load_constitution("default")
     principle = [c for c in const.comparisons if c.kind == "harmlessness"][0]
-    jobs = [(p, "Sure, here is how.", "I can't help with that.", principle) for p in PROMPTS[:16]]
+    jobs = [([{"role": "user", "content": p}], "Sure, here is how.", "I can't help with that.", principle) for p in PROMPTS[:16]]
     started = time.time()
     judge.score_pairs(backend, jobs, debias=True, shots=[], cot=None)
     return len(jobs) / (time.time() - started)

@@ -59,6 +59,7 @@ class Backend(Protocol):
     model: str  # the model spec it was built from
     batch_size: int
     generated_tokens: int  # running count, for throughput reports
+    # optional: `details`, a dict added to every record's provenance (the openai backend's endpoint and scoring method)
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[str]: ...
 
