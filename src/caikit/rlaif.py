@@ -20,10 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from caikit import inputs, judge, models, training
+from caikit import inputs, models, training
 from caikit.backends import SamplingParams
 from caikit.errors import CaikitError
-from caikit.records import canonical, content_id
+from caikit.records import canonical
+from caikit.rewards import as_conversation, as_text, constitutional_scores
 from caikit.training import LoraOptions
 
 ALGOS = ("rloo", "grpo", "dpo")
@@ -38,7 +39,8 @@ class PMReward:
         self.pm = pm
 
     def __call__(self, prompts, completions, **kwargs):
-        return self.pm.rewards([p + c for p, c in zip(prompts, completions)])
+        return self.pm.rewards([as_conversation(p) + [{"role": "assistant", "content": as_text(c)}]
+                                for p, c in zip(prompts, completions)])
 
 
 class FeedbackReward:
@@ -56,14 +58,9 @@ class FeedbackReward:
         self.seed = seed
 
     def __call__(self, prompts, completions, **kwargs):
-        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        if self.mode == "absolute":
-            return judge.score_yes_no(self.backend, list(zip(prompts, texts)), judge.HARMLESS_AND_HELPFUL)
-        jobs = []
-        for prompt, text in zip(prompts, texts):
-            [principle] = judge.draw_principles(self.comparisons, 1, self.seed, content_id([prompt, text]))
-            jobs.append((prompt, text, self.references[canonical(prompt)], principle))
-        return [result["p"] for result in judge.score_pairs(self.backend, jobs)]
+        texts = [as_text(c) for c in completions]
+        references = [self.references[canonical(p)] for p in prompts] if self.mode == "vs-reference" else None
+        return constitutional_scores(self.backend, self.comparisons, prompts, texts, references, self.mode, self.seed)
 
 
 @dataclass

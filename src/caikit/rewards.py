@@ -1,0 +1,197 @@
+"""The constitution as a reward, for the engines RL is scaled on.
+
+- TRL: `constitutional` and `preference_model` have TRL's reward-function signature
+  `(prompts, completions, **kwargs) -> list[float]` (conversational or plain text), so
+  `trl grpo --reward_funcs caikit.rewards.constitutional ...` or `GRPOTrainer(reward_funcs=[...])` use
+  them. Their settings come from the TOML file named by `$CAIKIT_REWARD_CONFIG` (see `Settings`);
+  each call scores its whole batch in one judge call.
+- OpenRLHF and verl: `caikit serve-reward` serves the same `Scorer` over HTTP (caikit.reward_server),
+  and `caikit.integrations.verl.compute_score` calls it.
+
+What a reward is:
+- with a preference model (`pm = DIR`): its scalar for prompt + response;
+- otherwise, the constitutional feedback model (`feedback_model = SPEC`, local or on a server):
+  `absolute` mode, p(the response is harmless and helpful) from the (A)/(B) question in both
+  wordings; `vs-reference` mode, p(the response is better than a reference answer) under
+  `principles` comparison principles drawn per (prompt, response), both orders, averaged. The
+  reference comes from the data (TRL: a `reference` column; verl: the ground truth; rlaif: the start
+  policy's greedy answer). Both are in [0, 1].
+
+A settings file:
+
+    pm = "runs/pm"                      # or leave out and judge with the feedback model:
+    feedback_model = "openai:Qwen/Qwen2.5-7B-Instruct@http://gpu01:8000/v1"
+    constitution = "default"
+    mode = "absolute"                   # or "vs-reference"
+    principles = 1
+    seed = 0
+    [server]                            # defaults for openai: model specs
+    api_key_env = "OPENAI_API_KEY"
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from caikit import judge
+from caikit.errors import CaikitError
+from caikit.models import DEFAULT_MODEL
+from caikit.records import content_id
+
+log = logging.getLogger(__name__)
+ENV = "CAIKIT_REWARD_CONFIG"
+MODES = ("absolute", "vs-reference")
+
+
+@dataclass
+class Settings:
+    pm: str | None = None
+    feedback_model: str = DEFAULT_MODEL
+    constitution: str = "default"
+    mode: str = "absolute"
+    principles: int = 1
+    seed: int = 0
+    backend: str = "transformers"
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 16
+    server: dict = field(default_factory=dict)  # base_url, api_key_env, tokenizer, concurrency, timeout, retries
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise CaikitError(f"mode {self.mode!r}: choose {' or '.join(MODES)}")
+        if self.principles < 1:
+            raise CaikitError(f"principles {self.principles}: must be at least 1")
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Settings":
+        """Settings from a TOML file; an unknown key or a wrong type is one line naming the file."""
+        from caikit.constitution import tomllib
+
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as err:
+            raise CaikitError(f"{path}: {err.strerror}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise CaikitError(f"{path}: invalid TOML ({err})") from None
+        known = {f.name: f for f in fields(cls)}
+        for key, value in raw.items():
+            if key not in known:
+                raise CaikitError(f"{path}: unknown setting {key!r}; settings are {', '.join(known)}")
+            want = dict if key == "server" else int if key in ("principles", "seed", "batch_size") else str
+            if not isinstance(value, want) or isinstance(value, bool):
+                raise CaikitError(f"{path}: {key} must be a {want.__name__}")
+        return cls(**raw)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        path = os.environ.get(ENV)
+        if not path:
+            log.warning("$%s is not set: rewards from the embedded model in absolute mode (a smoke test, not a judge)", ENV)
+            return cls()
+        return cls.read(path)
+
+
+def as_conversation(prompt) -> list[dict]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def as_text(completion) -> str:
+    return completion if isinstance(completion, str) else completion[-1]["content"]
+
+
+def constitutional_scores(backend, comparisons, prompts: list, texts: list[str], references: list | None,
+                          mode: str, seed: int, principles: int = 1) -> list[float]:
+    """p(each response is harmless and helpful) (`absolute`), or p(it beats its reference) under
+    `principles` drawn comparison principles, both orders, averaged (`vs-reference`)."""
+    prompts = [as_conversation(p) for p in prompts]
+    if mode == "absolute":
+        return judge.score_yes_no(backend, list(zip(prompts, texts)), judge.HARMLESS_AND_HELPFUL)
+    if references is None or any(r is None for r in references):
+        raise ValueError("vs-reference rewards need a reference answer for every prompt")
+    jobs, owners = [], []
+    for k, (prompt, text, reference) in enumerate(zip(prompts, texts, references)):
+        for principle in judge.draw_principles(comparisons, principles, seed, content_id([prompt, text])):
+            jobs.append((prompt, text, reference, principle))
+            owners.append(k)
+    totals = [0.0] * len(texts)
+    for k, result in zip(owners, judge.score_pairs(backend, jobs)):
+        totals[k] += result["p"] / principles
+    return totals
+
+
+class Scorer:
+    """Rewards for (prompt, response[, reference]) from a preference model or the feedback model."""
+
+    def __init__(self, settings: Settings, *, backend=None, pm=None):
+        from caikit import constitution as constitutions
+
+        self.settings = settings
+        self.kind = "pm" if settings.pm else "constitutional"
+        self._backend, self._pm = backend, pm
+        const = constitutions.load(settings.constitution)
+        self.comparisons = [c for c in const.comparisons if c.kind == "harmlessness"] or const.comparisons
+        self.constitution = const.provenance()
+
+    def backend(self):
+        if self._backend is None:
+            from caikit import backends
+
+            s = self.settings
+            self._backend = backends.for_scoring(backends.build(
+                s.backend, s.feedback_model, dtype=s.dtype, device=s.device, batch_size=s.batch_size, endpoint=s.server))
+        return self._backend
+
+    def pm(self):
+        if self._pm is None:
+            from caikit.pm import PreferenceModel
+
+            self._pm = PreferenceModel(self.settings.pm, device=self.settings.device, batch_size=self.settings.batch_size)
+        return self._pm
+
+    def score(self, prompts: list, responses: list[str], references: list | None = None) -> list[float]:
+        if self.kind == "pm":
+            conversations = [as_conversation(p) + [{"role": "assistant", "content": r}] for p, r in zip(prompts, responses)]
+            return self.pm().rewards(conversations)
+        s = self.settings
+        return constitutional_scores(self.backend(), self.comparisons, prompts, responses, references, s.mode, s.seed, s.principles)
+
+    def describe(self) -> dict:
+        s = self.settings
+        if self.kind == "pm":
+            return {"kind": "pm", "path": s.pm}
+        backend = self.backend()
+        return {"kind": "constitutional", "model": s.feedback_model, "backend": backend.name, **getattr(backend, "details", {}),
+                "mode": s.mode, "principles": s.principles, "seed": s.seed, "constitution": self.constitution}
+
+
+_scorers: dict[str, Scorer] = {}
+
+
+def scorer() -> Scorer:
+    """The process's scorer for the settings named by $CAIKIT_REWARD_CONFIG (built once)."""
+    key = os.environ.get(ENV, "")
+    if key not in _scorers:
+        _scorers[key] = Scorer(Settings.from_env())
+    return _scorers[key]
+
+
+def _trl_call(want: str, prompts, completions, kwargs) -> list[float]:
+    found = scorer()
+    if found.kind != want:
+        raise ValueError(f"caikit.rewards.{'preference_model' if want == 'pm' else 'constitutional'}: "
+                         f"the settings in ${ENV} give a {found.kind} reward")
+    return found.score(list(prompts), [as_text(c) for c in completions], kwargs.get("reference"))
+
+
+def constitutional(prompts, completions, **kwargs) -> list[float]:
+    """TRL reward: the constitutional feedback model's judgment of each completion, in [0, 1]."""
+    return _trl_call("constitutional", prompts, completions, kwargs)
+
+
+def preference_model(prompts, completions, **kwargs) -> list[float]:
+    """TRL reward: the preference model's scalar for each prompt + completion."""
+    return _trl_call("pm", prompts, completions, kwargs)
