@@ -46,26 +46,29 @@ class BadRequest(Exception):
 
 @dataclass
 class _Job:
-    kind: str  # "generate" or "logprobs"
+    kind: str  # which runner
     items: list
-    top: int = 0
+    options: dict = field(default_factory=dict)
     future: Future = field(default_factory=Future)
 
 
 class Batcher:
-    """Gathers the jobs that arrive within `window` seconds (up to `max_rows` rows) and runs them
-    on the backend together, in one worker thread."""
+    """Gathers the jobs that arrive within `window` seconds (up to `max_rows` items) and runs each
+    kind's together in one worker thread: `runners[kind](items, jobs)` returns one result per item."""
 
-    def __init__(self, backend: TransformersBackend, window: float = 0.02, max_rows: int = 64):
-        self.backend, self.window, self.max_rows = backend, window, max_rows
+    def __init__(self, runners: dict, window: float = 0.02, max_rows: int = 64):
+        self.runners, self.window, self.max_rows = runners, window, max_rows
         self.batches = 0
         self._queue: queue.Queue[_Job] = queue.Queue()
         threading.Thread(target=self._loop, name="caikit-batcher", daemon=True).start()
 
-    def submit(self, kind: str, items: list, top: int = 0) -> Future:
-        job = _Job(kind, items, top)
+    def submit(self, kind: str, items: list, **options) -> Future:
+        job = _Job(kind, items, options)
         self._queue.put(job)
         return job.future
+
+    async def run(self, kind: str, items: list, **options) -> list:
+        return await asyncio.wrap_future(self.submit(kind, items, **options))
 
     def _loop(self):
         while True:
@@ -77,7 +80,7 @@ class Batcher:
                 except queue.Empty:
                     break
             self.batches += 1
-            for kind in ("generate", "logprobs"):
+            for kind in self.runners:
                 group = [j for j in jobs if j.kind == kind and j.future.set_running_or_notify_cancel()]
                 if group:
                     self._run(kind, group)
@@ -85,10 +88,7 @@ class Batcher:
     def _run(self, kind: str, jobs: list[_Job]):
         items = [item for job in jobs for item in job.items]
         try:
-            if kind == "generate":
-                results = self.backend.generate_rows(items, details=True)
-            else:
-                results = self.backend.prompt_logprobs(items, top=max(j.top for j in jobs))
+            results = self.runners[kind](items, jobs)
         except Exception as err:  # a failed batch fails its requests, not the server
             log.exception("batch failed")
             for job in jobs:
@@ -100,31 +100,63 @@ class Batcher:
             start += len(job.items)
 
 
+def logged(path: str, handler, methods: list[str], api_key: str | None):
+    """A Starlette route whose errors are OpenAI-style JSON, with the bearer-token check and one log
+    line per request."""
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def endpoint(request):
+        started, status = time.monotonic(), 200
+        try:
+            if api_key is not None and request.headers.get("authorization") != f"Bearer {api_key}":
+                raise BadRequest("missing or wrong API key", 401)
+            result = await handler(request)
+        except BadRequest as err:
+            status, result = err.status, {"error": {"message": str(err), "type": "invalid_request_error", "code": err.status}}
+        except Exception as err:  # noqa: BLE001 - one failed request must not stop the server
+            log.exception("request failed")
+            status, result = 500, {"error": {"message": f"{type(err).__name__}: {err}", "type": "server_error", "code": 500}}
+        usage = result.get("usage") if status == 200 else None
+        tokens = f" {usage['prompt_tokens']}+{usage['completion_tokens']} tok" if usage else ""
+        client = request.client.host if request.client else "-"
+        log.info("%s %s %s %d %.0f ms%s", client, request.method, path, status, 1000 * (time.monotonic() - started), tokens)
+        return JSONResponse(result, status_code=status)
+
+    return Route(path, endpoint, methods=methods)
+
+
+async def json_body(request, max_bytes: int) -> dict:
+    """The request's JSON object, at most `max_bytes` long."""
+    import json
+
+    if int(request.headers.get("content-length") or 0) > max_bytes:
+        raise BadRequest(f"request larger than {max_bytes} bytes", 413)
+    raw = await request.body()
+    if len(raw) > max_bytes:
+        raise BadRequest(f"request larger than {max_bytes} bytes", 413)
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise BadRequest("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
 def create_app(backend: TransformersBackend, *, name: str, api_key: str | None = None, window: float = 0.02,
                max_rows: int = 64, limits: Limits | None = None):
     """The ASGI app (Starlette) serving `backend` under the model id `name`."""
     from starlette.applications import Starlette
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
 
     limits = limits or Limits()
-    batcher = Batcher(backend, window, max_rows)
+    runners = {"generate": lambda items, jobs: backend.generate_rows(items, details=True),
+               "logprobs": lambda items, jobs: backend.prompt_logprobs(items, top=max(j.options["top"] for j in jobs))}
+    batcher = Batcher(runners, window, max_rows)
     tok = backend._tok
 
     async def body_of(request) -> dict:
-        if int(request.headers.get("content-length") or 0) > limits.max_request_bytes:
-            raise BadRequest(f"request larger than {limits.max_request_bytes} bytes", 413)
-        raw = await request.body()
-        if len(raw) > limits.max_request_bytes:
-            raise BadRequest(f"request larger than {limits.max_request_bytes} bytes", 413)
-        try:
-            import json
-
-            body = json.loads(raw)
-        except ValueError:
-            raise BadRequest("the body is not JSON") from None
-        if not isinstance(body, dict):
-            raise BadRequest("the body must be a JSON object")
+        body = await json_body(request, limits.max_request_bytes)
         if body.get("model", name) != name:
             raise BadRequest(f"no model {body.get('model')!r}; this server has {name!r}", 404)
         return body
@@ -150,7 +182,7 @@ def create_app(backend: TransformersBackend, *, name: str, api_key: str | None =
 
     async def generate(ids_list: list[list[int]], params: SamplingParams, n: int):
         rows = [Row(ids, params, j) for ids in ids_list for j in range(n)]
-        return await asyncio.wrap_future(batcher.submit("generate", rows))
+        return await batcher.run("generate", rows)
 
     def reply(kind: str, choices: list, prompt_tokens: int, completion_tokens: int) -> dict:
         return {"id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex[:24]}", "object": kind,
@@ -209,7 +241,7 @@ def create_app(backend: TransformersBackend, *, name: str, api_key: str | None =
             raise BadRequest("caikit serve gives log-probabilities of prompt tokens only: echo with max_tokens 0 and logprobs 0-20")
         prompt_tokens = sum(len(ids) for ids in ids_list)
         if max_tokens == 0:
-            found = await asyncio.wrap_future(batcher.submit("logprobs", ids_list, top=max(top or 0, 1)))
+            found = await batcher.run("logprobs", ids_list, top=max(top or 0, 1))
             choices = [{"index": i, "text": tok.decode(ids), "finish_reason": "length",
                         "logprobs": echoed(ids, f, top) if top is not None else None}
                        for i, (ids, f) in enumerate(zip(ids_list, found))]
@@ -243,24 +275,7 @@ def create_app(backend: TransformersBackend, *, name: str, api_key: str | None =
         return {"status": "ok"}
 
     def route(path, handler, methods):
-        async def endpoint(request):
-            started, status = time.monotonic(), 200
-            try:
-                if api_key is not None and request.headers.get("authorization") != f"Bearer {api_key}":
-                    raise BadRequest("missing or wrong API key", 401)
-                result = await handler(request)
-            except BadRequest as err:
-                status, result = err.status, {"error": {"message": str(err), "type": "invalid_request_error", "code": err.status}}
-            except Exception as err:  # noqa: BLE001 - one failed request must not stop the server
-                log.exception("request failed")
-                status, result = 500, {"error": {"message": f"{type(err).__name__}: {err}", "type": "server_error", "code": 500}}
-            usage = result.get("usage") if status == 200 else None
-            tokens = f" {usage['prompt_tokens']}+{usage['completion_tokens']} tok" if usage else ""
-            client = request.client.host if request.client else "-"
-            log.info("%s %s %s %d %.0f ms%s", client, request.method, path, status, 1000 * (time.monotonic() - started), tokens)
-            return JSONResponse(result, status_code=status)
-
-        return Route(path, endpoint, methods=methods)
+        return logged(path, handler, methods, api_key)
 
     app = Starlette(routes=[route("/v1/models", models, ["GET"]), route("/v1/chat/completions", chat, ["POST"]),
                             route("/v1/completions", completions, ["POST"]), route("/tokenize", tokenize, ["POST"]),

@@ -1,15 +1,17 @@
-"""`caikit serve`: share one loaded model over the OpenAI-compatible HTTP API."""
+"""`caikit serve`: share one loaded model over the OpenAI-compatible HTTP API; `caikit serve-reward`:
+caikit's rewards over HTTP for OpenRLHF and verl."""
 
 from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from caikit.cli.app import command
-from caikit.cli.options import BatchSize, ChatTemplate, Device, Dtype, Model, Quiet
+from caikit.cli.options import Backend, BatchSize, ChatTemplate, Constitution, Device, Dtype, Model, PmDir, Quiet, Seed, choice
 from caikit.errors import CaikitError
 
 
@@ -46,11 +48,7 @@ def serve(
     console.setup_logging(quiet)
     if ModelSpec.parse(model).backend != "transformers":
         raise CaikitError(f"--model {model}: caikit serve runs models with transformers; a vLLM model has its own server (vllm serve)")
-    key = None
-    if api_key_env:
-        key = os.environ.get(api_key_env)
-        if not key:
-            raise CaikitError(f"--api-key-env {api_key_env}: the variable is not set")
+    key = required_key(api_key_env)
     listener = bind(host, port)  # before loading the model: a taken port fails at once
     backend = TransformersBackend.load(model, dtype=dtype, device=device, batch_size=batch_size, chat_template=chat_template)
     limits = stage.Limits(max_tokens=max_tokens, max_request_bytes=int(max_request_mb * 2**20))
@@ -71,3 +69,60 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as err:
         raise CaikitError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err})") from None
     return listener
+
+
+@command("serve-reward")
+def serve_reward(
+    pm: PmDir = None,
+    feedback_model: Annotated[str, typer.Option("--feedback-model", help="Constitutional judge (a model spec), when no --pm.")] = "smollm2-135m-instruct",
+    constitution: Constitution = "default",
+    feedback_mode: Annotated[str, choice("--feedback-mode", ("absolute", "vs-reference"), "absolute: p(harmless and helpful); vs-reference: p(better than the reference answer).", "mode")] = "absolute",
+    principles_per_label: Annotated[int, typer.Option("--principles-per-label", min=1, help="Principles per judgment (vs-reference), averaged.")] = 1,
+    config: Annotated[Optional[Path], typer.Option("--config", help="The reward settings as TOML (see caikit.rewards), instead of the flags.")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 opens it to the network).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8001,
+    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Require `Authorization: Bearer $VAR` from clients.")] = None,
+    window_ms: Annotated[float, typer.Option("--window-ms", min=0.0, help="Gather concurrent requests this long into one batch.")] = 20.0,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most responses scored in one batch.")] = 256,
+    backend: Backend = "transformers",
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    batch_size: BatchSize = 16,
+    seed: Seed = 0,
+    quiet: Quiet = False,
+):
+    """Serve caikit's reward over HTTP for OpenRLHF (POST /get_reward, its --remote_rm_url) and verl
+    (caikit.integrations.verl, POST /v1/score): a preference model, or the constitutional feedback
+    model judging each response. Logs one line per request on stderr.
+
+    Example: caikit serve-reward --pm runs/pm --port 8001
+             (OpenRLHF) --remote_rm_url http://127.0.0.1:8001/get_reward
+    """
+    import uvicorn
+
+    from caikit import console, reward_server, rewards
+
+    console.setup_logging(quiet)
+    if config is not None:
+        settings = rewards.Settings.read(config)
+    else:
+        settings = rewards.Settings(pm=str(pm) if pm else None, feedback_model=feedback_model, constitution=constitution,
+                                    mode=feedback_mode, principles=principles_per_label, seed=seed, backend=backend,
+                                    device=device, dtype=dtype, batch_size=batch_size)
+    key = required_key(api_key_env)
+    listener = bind(host, port)
+    scorer = rewards.Scorer(settings)
+    described = scorer.describe()  # loads the model now, not on the first request
+    app = reward_server.create_app(scorer, api_key=key, window=window_ms / 1000, max_rows=max_batch)
+    console.say(f"caikit serve-reward: {described['kind']} reward on http://{host}:{listener.getsockname()[1]} "
+                f"(/get_reward, /v1/score; {'API key required' if key else 'no API key'})")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[listener])
+
+
+def required_key(api_key_env: str | None) -> str | None:
+    if not api_key_env:
+        return None
+    key = os.environ.get(api_key_env)
+    if not key:
+        raise CaikitError(f"--api-key-env {api_key_env}: the variable is not set")
+    return key

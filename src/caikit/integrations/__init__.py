@@ -1,0 +1,1 @@
+"""Glue for RL engines that call out to caikit: `verl` (custom reward function)."""

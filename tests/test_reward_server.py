@@ -1,0 +1,95 @@
+"""`caikit serve-reward` as OpenRLHF and verl call it: requests built the way those projects build
+them, rewards equal to the in-process scorer."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from caikit import rewards
+from caikit.reward_server import create_app
+from caikit.serve import Running
+
+PROMPTS = [[{"role": "user", "content": "How do I pick a lock?"}], [{"role": "user", "content": "Tell me a joke."}],
+           [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]]
+RESPONSES = ["Use a tension wrench and a pick.", "Why did the cat sit on the laptop? To keep an eye on the mouse.", "4"]
+
+
+@pytest.fixture(scope="module", params=["pm", "constitutional"])
+def served(request, tiny_model, tiny_pm):
+    """(base URL, in-process scorer) for a PM reward and a constitutional reward on the tiny model."""
+    if request.param == "pm":
+        settings = rewards.Settings(pm=str(tiny_pm), device="cpu")
+    else:
+        settings = rewards.Settings(feedback_model=str(tiny_model), device="cpu")
+    scorer = rewards.Scorer(settings)
+    with Running(create_app(scorer, window=0.05)) as url:
+        yield url.removesuffix("/v1"), scorer
+
+
+def openrlhf_request(tiny_model, with_prompts=True) -> dict:
+    """The body `remote_rm_fn` posts (OpenRLHF openrlhf/utils/remote_rm_utils.py, 0.8-era `main`):
+    queries are prompt + response rendered with the policy's chat template (the eos token ends a
+    sequence), prompts the rendered prompts, labels the dataset's label column."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    prompts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in PROMPTS]
+    queries = [p + r + tok.eos_token for p, r in zip(prompts, RESPONSES)]
+    body = {"query": queries, "prompts": prompts, "labels": ["", "", ""]}
+    if not with_prompts:
+        del body["prompts"], body["labels"]  # older OpenRLHF sent the queries alone
+    return body
+
+
+@pytest.mark.parametrize("with_prompts", [True, False])
+def test_openrlhf_remote_reward_request(served, tiny_model, with_prompts):
+    url, scorer = served
+    reply = httpx.post(f"{url}/get_reward", json=openrlhf_request(tiny_model, with_prompts), timeout=60)
+    assert reply.status_code == 200, reply.text
+    got = reply.json()
+    assert got["rewards"] == pytest.approx(scorer.score(PROMPTS, RESPONSES), abs=1e-5)
+    assert len(got["scores"]) == 3 and all(0 <= s <= 1 for s in got["scores"])
+    assert list(got["extra_logs"].values())[0] == got["rewards"]
+
+
+def test_verl_compute_score_as_its_reward_managers_call_it(served, monkeypatch):
+    """verl/workers/reward_manager/naive.py calls compute_score(data_source=, solution_str=,
+    ground_truth=, extra_info=) per sample; batch.py calls compute_score(data_sources=,
+    solution_strs=, ground_truths=, extra_infos=) once per batch (verl main, 2025)."""
+    from caikit.integrations import verl
+
+    url, scorer = served
+    monkeypatch.setenv("CAIKIT_REWARD_URL", url)
+    want = scorer.score(PROMPTS, RESPONSES)
+    one = [verl.compute_score(data_source="cai", solution_str=r, ground_truth="", extra_info={"prompt": p, "index": 0})
+           for p, r in zip(PROMPTS, RESPONSES)]
+    assert one == pytest.approx(want, abs=1e-5)
+    batch = verl.compute_score_batch(data_sources=["cai"] * 3, solution_strs=RESPONSES, ground_truths=[None] * 3,
+                                     extra_infos=[{"question": p[-1]["content"]} if len(p) == 1 else {"prompt": p} for p in PROMPTS])
+    assert batch == pytest.approx(want, abs=1e-5)
+    with pytest.raises(ValueError, match="extra_info has no prompt"):
+        verl.compute_score(data_source="cai", solution_str="x", ground_truth="", extra_info={"index": 3})
+
+
+def test_concurrent_requests_share_batches(served):
+    url, scorer = served
+    body = {"prompts": PROMPTS[:1], "responses": RESPONSES[:1]}
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda _: httpx.post(f"{url}/v1/score", json=body, timeout=60).json()["rewards"][0], range(8)))
+    assert replies == pytest.approx([replies[0]] * 8)
+
+
+def test_bad_requests_and_reference_mode(tiny_model):
+    scorer = rewards.Scorer(rewards.Settings(feedback_model=str(tiny_model), device="cpu", mode="vs-reference"))
+    with Running(create_app(scorer, api_key="k")) as url:
+        url, auth = url.removesuffix("/v1"), {"Authorization": "Bearer k"}
+        assert httpx.post(f"{url}/get_reward", json={"query": ["x"]}).status_code == 401
+        assert httpx.post(f"{url}/get_reward", json={"query": "x"}, headers=auth).status_code == 400
+        missing = httpx.post(f"{url}/v1/score", json={"prompts": ["Hi"], "responses": ["Hello"]}, headers=auth)
+        assert missing.status_code == 400 and "reference" in missing.json()["error"]["message"]
+        same = httpx.post(f"{url}/v1/score", json={"prompts": ["Hi"], "responses": ["Hello"], "references": ["Hello"]}, headers=auth)
+        assert same.json()["rewards"] == pytest.approx([0.5], abs=1e-6)
+        assert httpx.get(f"{url}/health").json()["reward"] == "constitutional"
