@@ -105,6 +105,9 @@ def test_dpo_on_label_output(tiny_model, tmp_path):
         (["--reward", "PM"], "--algo rloo needs --prompts"),
         (["--algo", "ppo"], "--algo ppo: choose rloo, grpo or dpo"),
         (["--algo", "dpo"], "--algo dpo needs --data"),
+        (["--reward", "PM", "--prompts", "PROMPTS", "--vllm-memory", "0.3"], "--vllm-server-url and --vllm-memory need --use-vllm"),
+        (["--reward", "PM", "--prompts", "PROMPTS", "--use-vllm"], "--use-vllm: vLLM is not installed"),
+        (["--reward", "PM", "--prompts", "PROMPTS", "--use-vllm", "--vllm-mode", "remote"], "--vllm-mode remote: unknown mode"),
     ],
 )
 def test_bad_input(tiny_model, tiny_pm, prompts_file, tmp_path, args, message):

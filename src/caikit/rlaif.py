@@ -82,10 +82,33 @@ class RlOptions:
     dtype: str = "auto"
     label_smoothing: str = "0"
     min_margin: float = 0.0
+    vllm: dict | None = None  # TRL's vLLM rollout settings (use_vllm, vllm_mode, ...), from vllm_settings
+
+
+def vllm_settings(use: bool, mode: str = "colocate", server_url: str | None = None, memory: float | None = None) -> dict | None:
+    """TRL's settings for generating rollouts with vLLM on a GPU; None when not asked for."""
+    import importlib.util
+
+    if not use:
+        if server_url or memory:
+            raise CaikitError("--vllm-server-url and --vllm-memory need --use-vllm")
+        return None
+    if importlib.util.find_spec("vllm") is None:
+        raise CaikitError("--use-vllm: vLLM is not installed (pip install 'caikit[vllm]' on a GPU machine)")
+    settings = {"use_vllm": True, "vllm_mode": mode}
+    if server_url:
+        settings["vllm_server_base_url"] = server_url
+    if memory:
+        settings["vllm_gpu_memory_utilization"] = memory
+    return settings
 
 
 def check(options: RlOptions) -> None:
     """Usage errors of the RL settings, before anything is loaded."""
+    if options.vllm and options.algo == "dpo":
+        raise CaikitError("--use-vllm: dpo generates nothing; it is for rloo and grpo")
+    if options.vllm and models.pick_device(options.device) != "cuda":
+        raise CaikitError("--use-vllm needs a CUDA GPU (TRL runs vLLM rollouts on GPUs)")
     if options.kl_coef < 0:
         raise CaikitError(f"--kl-coef {options.kl_coef}: must be >= 0")
     if options.algo != "dpo" and options.batch_size % options.num_generations:
@@ -185,6 +208,7 @@ def run(
             num_generations=options.num_generations,
             max_completion_length=options.max_new_tokens,
             temperature=options.temperature,
+            **(options.vllm or {}),
             **common,
         )
         trainer = Trainer(model=model, reward_funcs=[reward], args=config, train_dataset=dataset,
@@ -205,7 +229,7 @@ def run(
             "kl_coef": options.kl_coef, "num_generations": options.num_generations, "max_new_tokens": options.max_new_tokens,
             "temperature": options.temperature, "lr": options.lr, "max_steps": options.max_steps, "epochs": options.epochs,
             "batch_size": options.batch_size, "grad_accum": options.grad_accum, "seed": options.seed,
-            "lora": vars(options.lora) if options.lora else None, "device": device,
+            "lora": vars(options.lora) if options.lora else None, "device": device, "vllm": options.vllm,
             **({"label_smoothing": _label_smoothing(options.label_smoothing, rows), "min_margin": options.min_margin} if options.algo == "dpo" else {}),
         },
         "metrics": {
