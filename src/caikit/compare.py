@@ -21,7 +21,7 @@ from pathlib import Path
 from caikit import inputs, judge as questions, redteam, report
 from caikit.errors import CaikitError
 from caikit.outputs import JsonlWriter, partial_path
-from caikit.records import assistant, content_id
+from caikit.records import Shard, assistant, content_id, sharded
 from caikit.stats import ratings, sigmoid
 
 # Lower-cased phrases that mark a refusal; checked in the first 200 characters of a response.
@@ -43,7 +43,7 @@ class Answers:
     generated once by `build(spec)` and cached in `DIR/responses/NAME.SET.jsonl` (resumable)."""
 
     def __init__(self, out: Path, *, given: dict[str, str], models: dict[str, tuple], build, resume=False,
-                 progress=lambda description, total: nullcontext(lambda n: None)):
+                 progress=lambda description, total: nullcontext(lambda n: None), shard: Shard | None = None):
         self.dir = out / "responses"
         self.given = {name: {r["id"]: r["completion"][-1]["content"] for r in inputs.read_completions(path)} for name, path in given.items()}
         self.files = given
@@ -52,6 +52,7 @@ class Answers:
         self.resume = resume
         self.progress = progress
         self.backends: dict = {}
+        self.shard = shard  # answer only this shard's prompts, into NAME.SET.I-of-N.jsonl
 
     def __call__(self, name: str, kind: str, records: list[dict]) -> dict[str, str]:
         """{prompt id: response text} of model `name` for the prompt set `kind`."""
@@ -65,7 +66,8 @@ class Answers:
             return self.given[name]
         spec, params = self.models[name]
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / f"{name}.{kind}.jsonl"
+        records, mark = sharded(records, self.shard)
+        path = self.dir / (f"{name}.{kind}.{self.shard.index}-of-{self.shard.count}.jsonl" if self.shard else f"{name}.{kind}.jsonl")
         with JsonlWriter(str(path), resume=self.resume) as out:
             todo = [r for r in records if r["id"] not in out.done]
             if todo:
@@ -73,7 +75,7 @@ class Answers:
                     self.backends[spec] = self.build(spec)
                 with self.progress(f"{name}: answering {kind} prompts", len(todo)) as advance:
                     for record in redteam.answer(todo, self.backends[spec], params, advance):
-                        out.write(record)
+                        out.write(mark(record))
         return {r["id"]: r["completion"][-1]["content"] for r in inputs.read_completions(str(path))}
 
 

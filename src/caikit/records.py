@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from caikit import __version__
@@ -39,6 +40,39 @@ def prompt_id(prompt: list[dict]) -> str:
 def pair_id(prompt: list[dict], a: str, b: str) -> str:
     """Stable id of a pair of responses to a prompt (in this order)."""
     return content_id([prompt, a, b])
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (1-based): the records whose id hashes to it. The shards of one input
+    partition it: their union is the whole input and no record is in two."""
+
+    index: int
+    count: int
+
+    def holds(self, record_id: str) -> bool:
+        return int(hashlib.sha256(record_id.encode()).hexdigest()[:15], 16) % self.count == self.index - 1
+
+    def select(self, records: list[dict], key=lambda r: r["id"]) -> tuple[list[dict], dict[str, int]]:
+        """This shard's records, and every input record's position (by key) in the whole input."""
+        positions = {}
+        for k, r in enumerate(records):
+            positions.setdefault(key(r), k)
+        return [r for r in records if self.holds(key(r))], positions
+
+    def mark(self, record: dict, position: int | None) -> dict:
+        """Record which shard wrote `record` and where its input stood, so `caikit merge` restores order."""
+        record.setdefault("caikit", {})["shard"] = {"index": self.index, "count": self.count, "position": position}
+        return record
+
+
+def sharded(records: list[dict], shard: Shard | None, key=lambda r: r["id"]):
+    """(this shard's records, a function that marks an output record with its shard and input
+    position, found by `key`); everything, unmarked, without a shard."""
+    if shard is None:
+        return records, lambda record: record
+    mine, positions = shard.select(records, key)
+    return mine, lambda record: shard.mark(record, positions.get(key(record)))
 
 
 def assistant(text: str) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Optional
 
 import typer
@@ -9,10 +10,11 @@ import typer
 from caikit.backends import SamplingParams, for_scoring
 from caikit.cli.app import command
 from caikit.cli.options import (
-    Constitution, Engine, Input, Limit, Model, Output, Quiet, Resume, choice, engine, sampling, take, with_options,
+    Constitution, Engine, Input, Limit, Model, Output, Quiet, Resume, ShardOption, choice, engine, sampling, take, with_options,
 )
 from caikit.errors import CaikitError
 from caikit.inputs import FORMATS
+from caikit.records import prompt_id, sharded
 from caikit.revise import CONTEXTS
 
 Format = Annotated[str, choice("--format", FORMATS, "Input format: auto, jsonl, csv, txt or hh (hh-rlhf transcripts).", "format")]
@@ -34,6 +36,7 @@ def redteam(
     shots: Annotated[int, typer.Option("--shots", min=1, help="Examples per few-shot prompt for --synthesize.")] = 6,
     model: Model = "smollm2-135m-instruct",
     limit: Limit = None,
+    shard: ShardOption = None,
     resume: Resume = False,
     quiet: Quiet = False,
     engine: Engine = None,
@@ -55,6 +58,9 @@ def redteam(
 
     console.setup_logging(quiet)
     records = take(inputs.read_prompts(input, format, prompt_field=prompt_field, keep_history=keep_history), limit)
+    if shard and synthesize:
+        raise CaikitError("--shard does not split --synthesize; give each worker its own --seed instead")
+    records, mark = sharded(records, shard)
     timer, tokens = console.Timer(), 0
     with JsonlWriter(output, resume=resume) as out:
         todo = [r for r in records if r["id"] not in out.done]
@@ -67,7 +73,7 @@ def redteam(
                 else:
                     made = stage.answer(todo, backend, sampling, advance)
                 for record in made:
-                    out.write(record)
+                    out.write(mark(record))
             tokens = backend.generated_tokens
     if not quiet:
         resumed = f" ({len(out.done)} resumed)" if out.done else ""
@@ -96,6 +102,7 @@ def revise(
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Records revised together (written when their rounds finish).")] = 64,
     model: Model = "smollm2-135m-instruct",
     limit: Limit = None,
+    shard: ShardOption = None,
     resume: Resume = False,
     quiet: Quiet = False,
     engine: Engine = None,
@@ -120,7 +127,7 @@ def revise(
     chosen = const.select([p.strip() for p in principles.split(",") if p.strip()] if principles else None)
     if not chosen:
         raise CaikitError(f"--constitution {constitution}: it has no critique/revision principles")
-    records = take(inputs.read_completions(input), limit)
+    records, mark = sharded(take(inputs.read_completions(input), limit), shard, key=lambda r: re.sub(r"-r\d+$", "", r["id"]))
     timer, tokens, failed = console.Timer(), 0, 0
     with JsonlWriter(output, resume=resume) as out:
         todo = [r for r in records if r["id"] + (f"-r{rounds}" if keep_all else "") not in out.done]
@@ -130,7 +137,7 @@ def revise(
                 for record in stage.run(todo, backend, const, sampling, rounds=rounds, critique=not no_critique, context=context,
                                         shots=shots, principles=chosen, critique_tokens=critique_tokens, chunk_size=chunk_size,
                                         emit_round=emit_round, keep_all=keep_all, advance=advance):
-                    out.write(record)
+                    out.write(mark(record))
                     failed += 0 if keep_all else sum(1 for step in record["revisions"] if step.get("failed"))
             tokens = backend.generated_tokens
     if not quiet:
@@ -172,6 +179,7 @@ def label(
     format: Format = "auto",
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Pairs scored and written together.")] = 32,
     limit: Limit = None,
+    shard: ShardOption = None,
     resume: Resume = False,
     quiet: Quiet = False,
     engine: Engine = None,
@@ -212,15 +220,40 @@ def label(
     else:
         items, counts = inputs.read_pairs(check_human or input)
         skipped.update(counts)
+    items, mark = sharded(take(items, limit), shard, key=lambda r: prompt_id(r["prompt"]) if policy else r["id"])
     timer, kept = console.Timer(), []
     with JsonlWriter(output, resume=resume) as out:
-        todo = stage.remaining(take(items, limit), out.done, prompts=bool(policy))
+        todo = stage.remaining(items, out.done, prompts=bool(policy))
         if todo:
             sampler = engine.build(policy) if policy else None
             feedback = for_scoring(sampler) if policy == feedback_model else engine.build(feedback_model, scoring=True)
             for record in stage.run(todo, feedback, const, comparisons, options, policy=sampler, sampling=replace(sampling, n=samples) if policy else None,
                                     min_margin=min_margin, hard=hard, skipped=skipped, progress=console.progress_factory(quiet)):
                 kept.append(record)
-                out.write(record)
+                out.write(mark(record))
     if not quiet:
         console.table(f"caikit label -> {where(output)}", stage.summary_rows(kept, skipped, timer.seconds, bool(check_human)))
+
+
+@command()
+def merge(
+    files: Annotated[list[str], typer.Argument(help="JSONL outputs of sharded runs (any caikit stage).")],
+    output: Output = "-",
+    quiet: Quiet = False,
+):
+    """Join the outputs of `--shard I/N` runs: one record per id, in input order, with warnings for
+    missing shards, conflicting copies and differing settings.
+
+    Example: caikit merge runs/redteam.*-of-8.jsonl -o runs/redteam.jsonl
+    """
+    from caikit import console, merge as stage
+    from caikit.outputs import JsonlWriter
+
+    console.setup_logging(quiet)
+    records, counts = stage.merge(files)  # everything is read before anything is written
+    with JsonlWriter(output) as out:
+        for record in records:
+            out.write(record)
+    if not quiet:
+        console.say(f"merge: {counts['read']} records from {len(files)} files -> {len(records)} in {where(output)} "
+                    f"({counts['duplicates']} duplicates dropped, {counts['conflicts']} of them conflicting)")

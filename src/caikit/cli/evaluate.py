@@ -10,7 +10,7 @@ import typer
 
 from caikit.cli.app import app, command, typer_app
 from caikit.cli.options import (
-    Constitution, Engine, Json, Limit, MaxNewTokens, PmDir, Quiet, Seed, engine, named, take, with_options,
+    Constitution, Engine, Json, Limit, MaxNewTokens, PmDir, Quiet, Seed, ShardOption, engine, named, take, with_options,
 )
 from caikit.errors import CaikitError
 
@@ -30,6 +30,19 @@ def accuracy_table(title: str, results: dict) -> None:
     for name, r in [("all", results)] + list(results["subsets"].items()):
         table.add_row(name, str(r["n"]), f"{r['accuracy']:.3f}", f"{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}")
     stderr().print(table)
+
+
+def answer_shard(answers, generated: dict, sets: dict, xs, shard, output: Path) -> None:
+    """--shard I/N: only answer this shard's prompts with each --model; judging waits for the merge."""
+    from caikit.console import say
+
+    if not generated:
+        raise CaikitError("--shard splits the answering by --model models; with only --responses there is nothing to split")
+    for kind, records in list(sets.items()) + ([("xstest", xs)] if xs else []):
+        for name in generated:
+            answers(name, kind, records)
+    say(f"eval compare: shard {shard.index}/{shard.count} answered in {output}/responses; when every shard is done, "
+        f"join each NAME.SET.*-of-{shard.count}.jsonl with caikit merge into NAME.SET.jsonl and rerun without --shard, with --resume")
 
 
 def split_temperature(spec: str) -> tuple[str, float | None]:
@@ -60,6 +73,7 @@ def eval_compare(
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature; 0 is greedy.")] = 0.7,
     seed: Seed = 0,
     limit: Limit = None,
+    shard: ShardOption = None,
     resume: Annotated[bool, typer.Option("--resume", help="Reuse responses and judgments already in the output dir.")] = False,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -93,7 +107,11 @@ def eval_compare(
     for name, spec in specs.items():
         spec, temp = split_temperature(spec)
         generated[name] = (spec, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature if temp is None else temp, seed=seed))
-    answers = compare.Answers(output, given=files, models=generated, build=engine.build, resume=resume, progress=console.progress_factory(quiet))
+    answers = compare.Answers(output, given=files, models=generated, build=engine.build, resume=resume,
+                              progress=console.progress_factory(quiet), shard=shard)
+    if shard is not None:
+        answer_shard(answers, generated, sets, xs, shard, output)
+        return
     preference = None
     if pm:
         from caikit.pm import PreferenceModel

@@ -62,6 +62,23 @@ Model = Annotated[str, typer.Option("--model", help=SPEC_HELP)]
 Constitution = Annotated[
     str, typer.Option("--constitution", help="Built-in name (default, helpful-only), TOML/JSON file or directory.")
 ]
+def parse_shard(value: str):
+    from caikit.records import Shard
+
+    index, sep, count = value.partition("/")
+    try:
+        shard = Shard(int(index), int(count))
+    except ValueError:
+        raise OptionError(f"--shard {value}: expected I/N, e.g. 2/8") from None
+    if not sep or not 1 <= shard.index <= shard.count:
+        raise OptionError(f"--shard {value}: expected I/N with 1 <= I <= N, e.g. 2/8")
+    return shard
+
+
+ShardOption = Annotated[
+    Optional[str],
+    typer.Option("--shard", metavar="I/N", parser=parse_shard, help="Work on shard I of N only (a partition by record id); join the shards with caikit merge."),
+]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed repeats a run.")]
 Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N input records.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run: skip ids already written.")]
