@@ -4,6 +4,10 @@ progress with the loss on stderr, and the `caikit_train.json` report.
 Output protocol: a run works in `DIR.tmp/` (HF Trainer checkpoints go there, so `--resume` can pick
 up the last one), writes the finished model to `DIR.tmp/final/`, then renames it to `DIR` and
 removes `DIR.tmp/`. A crash never leaves a half model at `DIR`.
+
+Several processes (`accelerate launch`, DDP/FSDP/DeepSpeed): every process trains; the main process
+alone prepares the work dir, writes the model, the report and the rename, and the others wait for it
+at those points, so they never race over `DIR`.
 """
 
 from __future__ import annotations
@@ -31,15 +35,33 @@ def check_output(out: Path, overwrite: bool) -> None:
         raise CaikitError(f"-o {out}: already exists; pass --overwrite to replace it")
 
 
+def world_size() -> int:
+    """Processes in this run (accelerate/torchrun set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def wait_for_everyone() -> None:
+    if world_size() > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+
+
 def prepare_output(out: Path, *, overwrite: bool, resume: bool) -> Path:
     """Check `out` and return its work dir `out.tmp` (kept when resuming, else emptied)."""
     check_output(out, overwrite)
     if not out.parent.is_dir():
         raise CaikitError(f"-o {out}: directory {out.parent} does not exist")
     work = out.with_name(out.name + ".tmp")
-    if work.exists() and not resume:
-        shutil.rmtree(work)
-    work.mkdir(exist_ok=True)
+    if is_main():
+        if work.exists() and not resume:
+            shutil.rmtree(work)
+        work.mkdir(exist_ok=True)
+    wait_for_everyone()
     return work
 
 
@@ -50,9 +72,13 @@ def last_checkpoint(work: Path) -> str | None:
 
 
 def finish(work: Path, out: Path, report: dict) -> dict:
-    """Write `caikit_train.json` beside the finished model, then publish it at `out`; returns the report."""
-    write_report(work / "final" / "caikit_train.json", report)
-    publish(work, out)
+    """Write `caikit_train.json` beside the finished model, then publish it at `out` (the main
+    process; the others wait until it is there); returns the report."""
+    report["processes"] = world_size()
+    if is_main():
+        write_report(work / "final" / "caikit_train.json", report)
+        publish(work, out)
+    wait_for_everyone()
     return report
 
 
@@ -107,15 +133,22 @@ def train_and_save(trainer, tokenizer, work: Path, *, resume: bool, lora: "LoraO
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start
     final = work / "final"
-    trained = trainer.model
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
     if lora:
         if lora.keep_adapter:
-            trained.save_pretrained(final / "adapter")
-        trained = trained.merge_and_unload()
-    if getattr(trained.config, "pad_token_id", None) is None:
-        trained.config.pad_token_id = tokenizer.pad_token_id
-    trained.save_pretrained(final, safe_serialization=True)
-    tokenizer.save_pretrained(final)
+            trainer.save_model(str(final / "adapter"))
+        if trainer.accelerator.is_main_process:
+            merged = model.merge_and_unload()
+            merged.save_pretrained(final, safe_serialization=True)
+    else:
+        trainer.save_model(str(final))  # the main process writes; FSDP / ZeRO-3 shards are gathered first
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(final)
+        for pickled in final.rglob("training_args.bin"):  # the Trainer's pickle of its arguments: not part of a model
+            pickled.unlink()
+    trainer.accelerator.wait_for_everyone()
     return result, checkpoint, seconds
 
 

@@ -18,8 +18,14 @@ from caikit.training import LoraOptions
 Sources = Annotated[list[str], typer.Option("-i", "--input", "--data", help="FILE[:WEIGHT], repeatable: WEIGHT x its size is used.")]
 
 
+def train_is_main() -> bool:
+    from caikit.training import is_main
+
+    return is_main()
+
+
 def summary(stage: str, output, report: dict, quiet: bool, metrics: dict | None = None) -> None:
-    if not quiet:
+    if not quiet and train_is_main():
         from caikit import console, training as train
 
         console.table(f"caikit {stage} -> {output}", train.summary_rows({**report, "metrics": metrics or report["metrics"]}))
