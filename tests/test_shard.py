@@ -120,3 +120,25 @@ def test_eval_compare_answers_by_shard_then_judges_the_merge(tiny_model, tmp_pat
     assert code == 0, err
     assert json.loads(stdout)["sets"] == {"harmlessness": 6}
     assert (out / "responses" / "a.harmlessness.jsonl").read_text() == merged, "the merged answers were used, not regenerated"
+
+
+@pytest.mark.slow
+def test_the_slurm_example_runs_as_an_array_and_merges(tiny_model, tmp_path):
+    """examples/scale/label_shards.sbatch, run as two array tasks would run it, then the merge."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": q, "chosen": "Sure.", "rejected": f"No {i}."}) + "\n" for i, q in enumerate(QUESTIONS)))
+    script = Path(__file__).resolve().parents[1] / "examples" / "scale" / "label_shards.sbatch"
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "INPUT": str(pairs),
+           "OUT": str(tmp_path / "labels"), "FEEDBACK": str(tiny_model), "SLURM_ARRAY_TASK_COUNT": "2"}
+    for task in ("1", "2"):
+        done = subprocess.run(["bash", str(script)], env={**env, "SLURM_ARRAY_TASK_ID": task}, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    code, _, err = caikit("merge", tmp_path / "labels.1-of-2.jsonl", tmp_path / "labels.2-of-2.jsonl", "-o", tmp_path / "labels.jsonl")
+    assert code == 0 and "missing" not in err, err
+    positions = [r["caikit"]["shard"]["position"] for r in rows(tmp_path / "labels.jsonl")]
+    assert positions == list(range(len(QUESTIONS))), "every pair once, in input order"

@@ -115,6 +115,9 @@ def lora_config(lora: "LoraOptions", task_type: str):
     """A peft LoraConfig from caikit's LoRA options (`targets`: all-linear or comma-separated names)."""
     from peft import LoraConfig
 
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+        raise CaikitError("--lora under FSDP or DeepSpeed ZeRO-3: the adapter cannot be merged from sharded weights; "
+                          "use DDP or ZeRO-1/2 with --lora, or train without it")
     targets = lora.targets if lora.targets == "all-linear" else [t.strip() for t in lora.targets.split(",")]
     extra = {"modules_to_save": ["score"]} if task_type == "SEQ_CLS" else {}
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type=task_type, **extra)
