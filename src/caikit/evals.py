@@ -6,8 +6,9 @@ carry a `subset`/`category` field):
   `{chosen, rejected}` transcripts and generic `{prompt, chosen, rejected}` JSONL: the PM is right
   when it scores the chosen/correct response higher;
 - BIG-bench multiple-choice JSON `{"examples": [{"input", "target_scores": {response: score}}]}`
-  with a `Human:`/`Assistant:` transcript as input and any number of responses: the PM is right
-  when its top-scored response has the top target score.
+  (hhh_alignment: `harmless/task.json`, `helpful/task.json`, ...; the subset is named after the
+  folder) whose input is a bare user request or a `Human:`/`Assistant:` transcript, with any number
+  of responses: the PM is right when its top-scored response has the top target score.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ def data_files(paths: list[str]) -> list[Path]:
     files = []
     for spec in paths:
         path = Path(spec)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.name.endswith((".json", ".jsonl", ".jsonl.gz")))
+        if path.is_dir():  # BIG-bench keeps each subset in its own folder (hhh_alignment/harmless/task.json)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith((".json", ".jsonl", ".jsonl.gz")))
             if not found:
                 raise CaikitError(f"--data {spec}: no .json/.jsonl files in this directory")
             files += found
@@ -38,6 +39,9 @@ def data_files(paths: list[str]) -> list[Path]:
 
 
 def subset_name(path: Path) -> str:
+    """A file's subset: its name, or its folder's for BIG-bench's `SUBSET/task.json` layout."""
+    if path.name == "task.json" and path.parent.name:
+        return path.parent.name
     return path.name.removesuffix(".gz").removesuffix(".jsonl").removesuffix(".json")
 
 
@@ -48,6 +52,8 @@ def bigbench_examples(path: Path) -> list[tuple[str, str, dict]]:
         raw = json.loads(text)
     except json.JSONDecodeError as err:
         raise CaikitError(f"{path}:{err.lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+    if isinstance(raw, dict) and "examples" not in raw and isinstance(raw.get("subtasks"), list):
+        return []  # a composite task's own task.json: its subtasks are the folders beside it
     if not isinstance(raw, dict) or not isinstance(raw.get("examples"), list):
         raise CaikitError(f"{path}: BIG-bench JSON needs an 'examples' list")
     examples = []
@@ -61,14 +67,24 @@ def bigbench_examples(path: Path) -> list[tuple[str, str, dict]]:
     return examples
 
 
+def bigbench_prompt(text: str) -> list[dict] | None:
+    """The conversation of a BIG-bench input: a `Human:`/`Assistant:` transcript (some hhh_alignment
+    examples are multi-turn), or, as most are, a bare user request."""
+    if "Human:" in text and "Assistant:" in text:
+        transcript = text if text.startswith("\n\n") else "\n\n" + text.lstrip()
+        turns = inputs.parse_transcript(transcript.rstrip().removesuffix("Assistant:").rstrip(), keep_history=True)
+        if turns:
+            return turns
+    return [{"role": "user", "content": text.strip()}] if text.strip() else None
+
+
 def bigbench_items(path: Path) -> list[dict]:
     """Comparison items `{"prompt", "responses", "targets", "subset"}` from BIG-bench JSON."""
     items = []
     for where, text, scores in bigbench_examples(path):
-        transcript = text if text.startswith("\n\n") else "\n\n" + text
-        prompt = inputs.parse_transcript(transcript.rstrip().removesuffix("Assistant:").rstrip(), keep_history=True)
+        prompt = bigbench_prompt(text)
         if prompt is None:
-            raise CaikitError(f"{where}: 'input' is not a Human:/Assistant: transcript")
+            raise CaikitError(f"{where}: 'input' is empty")
         items.append({"prompt": prompt, "responses": list(scores), "targets": [float(v) for v in scores.values()], "subset": subset_name(path)})
     return items
 
