@@ -152,13 +152,15 @@ def test_min_margin_and_hard_labels(fake_backend, tmp_path):
 
 
 def test_check_human_reports_agreement(fake_backend):
+    """--check-human first labels human pairs (their slots a coin flip), then the input."""
     path = SHARED / "data" / "hh-rlhf" / "harmless-base_test.jsonl.gz"
     if not path.exists():
         pytest.skip("../shared is not present beside the checkout")
     fake_backend.scores = first_slot_lover
-    result = run_label("--check-human", str(path), "--limit", "5", "--no-debias", "-o", "-")
+    result = run_label("-i", str(path), "--limit", "5", "--check-human", str(path), "--check-limit", "40", "--no-debias", "-o", "-")
     assert result.exit_code == 0, result.stderr
-    assert "AI agrees with the human choice" in result.stderr and "1.000 (95% CI" in result.stderr
+    assert "AI agrees with the human choice" in result.stderr and "n=40" in result.stderr
+    assert "no measurable signal" in result.stderr, "always choosing (A) is chance when the slots are shuffled"
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(rows) == 5 and all(r["prompt"][-1]["role"] == "user" for r in rows)
 

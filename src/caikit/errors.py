@@ -13,3 +13,9 @@ def located(path, line: int | None, reason: str) -> CaikitError:
     if line is not None:
         where = f"{where}:{line}"
     return CaikitError(f"{where}: {reason}")
+
+
+class FailedCheck(CaikitError):
+    """A check the user asked for failed (e.g. `label --min-agreement`): one line, exit code 1."""
+
+    exit_code = 1

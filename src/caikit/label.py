@@ -23,7 +23,6 @@ from caikit import judge
 from caikit.backends import Backend, SamplingParams
 from caikit.constitution import Comparison, Constitution
 from caikit.records import preference_record, provenance
-from caikit.stats import wilson
 
 
 @dataclass
@@ -191,7 +190,7 @@ def summarize(records: list[dict]) -> dict:
     }
 
 
-def summary_rows(records: list[dict], skipped: dict, seconds: float, check_human: bool) -> list[tuple[str, str]]:
+def summary_rows(records: list[dict], skipped: dict, seconds: float, checked: dict | None = None) -> list[tuple[str, str]]:
     """The end-of-run table: counts, confidence, position bias, agreement with humans when checked."""
     stats = summarize(records)
     rows = [("pairs labelled", str(stats["pairs"]))]
@@ -202,9 +201,9 @@ def summary_rows(records: list[dict], skipped: dict, seconds: float, check_human
         if stats["position_bias"] is not None:
             rows.append(("position bias p(first slot)", f"{stats['position_bias']:.3f}"))
         rows += [(f"agreement with ensemble: {pid}", f"{share:.2f}") for pid, share in stats["principle_agreement"].items()]
-    if check_human and records:
-        agree = sum(r["p_a"] > 0.5 for r in records)
-        lo, hi = wilson(agree, len(records))
-        rows.append(("AI agrees with the human choice", f"{agree / len(records):.3f} (95% CI {lo:.3f}-{hi:.3f}, n={len(records)})"))
+    if checked:
+        lo, hi = checked["ci95"]
+        rows.append(("AI agrees with the human choice", f"{checked['agreement']:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={checked['n']})"
+                     + ("" if checked["signal"] else ": no measurable signal")))
     rows.append(("seconds", f"{seconds:.1f} ({len(records) / seconds if seconds else 0:.2f} pairs/s)"))
     return rows

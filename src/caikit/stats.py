@@ -74,17 +74,27 @@ def ratings(outcomes_by_prompt: dict[str, list[tuple[int, int, float]]], names: 
     return out
 
 
+def calibration(probs: list[float], outcomes: list[float], bins: int = 10) -> tuple[float, list[dict]]:
+    """Expected calibration error of predicted probabilities against outcomes (0/1 or soft), and the
+    reliability-diagram bins `{lo, hi, n, predicted, observed}` (empty bins left out)."""
+    ece, table = 0.0, []
+    for b in range(bins):
+        members = [(p, y) for p, y in zip(probs, outcomes) if b / bins <= p < (b + 1) / bins or (b == bins - 1 and p == 1.0)]
+        if members:
+            predicted = sum(p for p, _ in members) / len(members)
+            observed = sum(y for _, y in members) / len(members)
+            ece += len(members) / len(probs) * abs(predicted - observed)
+            table.append({"lo": b / bins, "hi": (b + 1) / bins, "n": len(members), "predicted": predicted, "observed": observed})
+    return ece, table
+
+
 def pair_metrics(chosen: list[float], rejected: list[float], labels: list[float], bins: int = 10) -> dict:
     """Pairwise accuracy (vs label > 0.5), mean margin, and expected calibration error of sigma(delta)."""
     deltas = [c - r for c, r in zip(chosen, rejected)]
     probs = [sigmoid(d) for d in deltas]
     decided = [(d, y) for d, y in zip(deltas, labels) if y != 0.5]
     correct = sum((d > 0) == (y > 0.5) for d, y in decided)
-    ece = 0.0
-    for b in range(bins):
-        members = [(p, y) for p, y in zip(probs, labels) if b / bins <= p < (b + 1) / bins or (b == bins - 1 and p == 1.0)]
-        if members:
-            ece += len(members) / len(probs) * abs(sum(p for p, _ in members) / len(members) - sum(y for _, y in members) / len(members))
+    ece, _ = calibration(probs, labels, bins)
     lo, hi = wilson(correct, len(decided))
     return {
         "pairs": len(deltas),

@@ -50,6 +50,7 @@ class TransformersBackend:
         self.model = loaded.spec
         self.batch_size = batch_size
         self.generated_tokens = 0
+        self.prompt_tokens = 0  # prompt (prefill) tokens processed, for cost reports
         self._hf = loaded.model
         self._tok = loaded.tokenizer
         eos = self._hf.generation_config.eos_token_id
@@ -105,6 +106,7 @@ class TransformersBackend:
         so a row's text does not depend on what it was batched with, here or in `caikit serve`.
         Gives texts, or with `details` `Generated` (text, tokens, finish reason) records."""
         out: list = [None] * len(rows)
+        self.prompt_tokens += sum(len(r.ids) for r in rows)
         for indices in self._batches([r.ids for r in rows]):
             for i, tokens in zip(indices, self._decode([rows[i] for i in indices])):
                 out[i] = self._finish(tokens, rows[i].params.stop)
@@ -235,6 +237,7 @@ class TransformersBackend:
             raise ValueError("score_choices: need one list of choices per prompt")
         encoded = [self.encode(p) for p in prompts]
         choice_ids = [[self._tok(c, add_special_tokens=False)["input_ids"] for c in cs] for cs in per_prompt]
+        self.prompt_tokens += sum(len(e) for e in encoded) + sum(len(c) for cs in choice_ids for c in cs)
         scores: list[list[float]] = [[] for _ in prompts]
         for indices in self._batches(encoded):
             for i, row in zip(indices, self._score_batch([encoded[i] for i in indices], [choice_ids[i] for i in indices])):

@@ -72,6 +72,7 @@ class OpenAIBackend:
         self.endpoint = endpoint
         self.batch_size = batch_size
         self.generated_tokens = 0
+        self.prompt_tokens = 0
         self.scoring: str | None = None  # decided by check_scoring()
         self.details = {"endpoint": endpoint.base_url}
         self._chat_template = chat_template
@@ -177,6 +178,7 @@ class OpenAIBackend:
         if len(texts) != params.n:
             raise ServerError(f"{self._url('/chat/completions')}: asked for {params.n} samples, got {len(texts)}")
         self.generated_tokens += (reply.get("usage") or {}).get("completion_tokens") or 0
+        self.prompt_tokens += (reply.get("usage") or {}).get("prompt_tokens") or 0
         return [_cut(t, params.stop) for t in texts]
 
     # -- scoring ----------------------------------------------------------------------------------
@@ -229,6 +231,7 @@ class OpenAIBackend:
     def _prompt_logprobs(self, ids: list[int], retries: int | None = None) -> list[float]:
         body = {"model": self.model, "prompt": ids, "echo": True, "logprobs": 1, "max_tokens": 0, "temperature": 0}
         reply = self._post("/completions", body, retries=retries)
+        self.prompt_tokens += len(ids)
         try:
             values = reply["choices"][0]["logprobs"]["token_logprobs"][: len(ids)]
         except (KeyError, IndexError, TypeError):
@@ -246,6 +249,8 @@ class OpenAIBackend:
         if prompt[-1].get("role") == "assistant":
             body.update(continue_final_message=True, add_generation_prompt=False)
         reply = self._post("/chat/completions", body, retries=retries)
+        self.prompt_tokens += (reply.get("usage") or {}).get("prompt_tokens") or 0
+        self.generated_tokens += (reply.get("usage") or {}).get("completion_tokens") or 0
         try:
             content = reply["choices"][0]["logprobs"]["content"]
             return [{t["token"]: float(t["logprob"]) for t in step["top_logprobs"]} for step in content]

@@ -12,7 +12,7 @@ from caikit.cli.app import command
 from caikit.cli.options import (
     Constitution, Engine, Input, Limit, Model, Output, Quiet, Resume, ShardOption, choice, engine, sampling, take, with_options,
 )
-from caikit.errors import CaikitError
+from caikit.errors import CaikitError, FailedCheck
 from caikit.inputs import FORMATS
 from caikit.records import prompt_id, sharded
 from caikit.revise import CONTEXTS
@@ -147,6 +147,26 @@ def revise(
         )
 
 
+def check_against_humans(feedback, const, comparisons, options, path: str, limit: int, minimum: float | None, quiet: bool) -> dict:
+    """Label human-judged pairs in this run's mode and say whether the labels carry signal; with
+    `minimum`, stop (exit 1) when the agreement's lower 95% bound is below it."""
+    from caikit import console, labeler
+
+    mode = labeler.Mode("this run", principles=options.principles_per_label, debias=options.debias, few_shot=options.few_shot,
+                        cot=options.cot, cot_samples=options.cot_samples)
+    pairs = labeler.human_pairs([path], limit, options.seed)
+    with console.progress("checking against human judgments", len(pairs), quiet) as advance:
+        found, _ = labeler.measure(feedback, const, comparisons, pairs, mode, seed=options.seed, clamp=options.clamp,
+                                   cot_params=options.cot_params, progress=advance)
+    lo, hi = found["ci95"]
+    said = (f"agrees with the human choice on {found['agreement']:.1%} of {found['n']} pairs (95% CI {lo:.1%}-{hi:.1%}): "
+            + ("the labels carry signal" if found["signal"] else "no measurable signal"))
+    if minimum is not None and lo < minimum:
+        raise FailedCheck(f"--min-agreement {minimum}: the feedback model {said}; lower bound {lo:.3f} < {minimum}; nothing labelled")
+    console.say(f"label: the feedback model {said}")
+    return found
+
+
 def clamp_range(clamp: str) -> tuple[float, float]:
     try:
         lo, hi = (float(x) for x in clamp.split(","))
@@ -175,7 +195,9 @@ def label(
     few_shot: Annotated[bool, typer.Option("--few-shot", help="Show the constitution's comparison examples first.")] = False,
     min_margin: Annotated[float, typer.Option("--min-margin", min=0.0, max=0.5, help="Drop pairs with |p - 0.5| < M.")] = 0.0,
     hard: Annotated[bool, typer.Option("--hard", help="Write hard labels (1.0) instead of soft ones.")] = False,
-    check_human: Annotated[Optional[str], typer.Option("--check-human", help="Human-labelled pairs ({chosen, rejected}): report how often the AI agrees.")] = None,
+    check_human: Annotated[Optional[str], typer.Option("--check-human", help="Human-labelled pairs: first measure how often the feedback model agrees with them.")] = None,
+    check_limit: Annotated[int, typer.Option("--check-limit", min=1, help="Human pairs used by --check-human.")] = 200,
+    min_agreement: Annotated[Optional[float], typer.Option("--min-agreement", min=0.0, max=1.0, help="With --check-human: exit 1, before labelling, if the agreement's lower 95% bound is below X.")] = None,
     format: Format = "auto",
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Pairs scored and written together.")] = 32,
     limit: Limit = None,
@@ -205,8 +227,8 @@ def label(
         raise CaikitError(f"--principles-per-label {principles_per_label}: must be at least 1")
     if cot_samples < 1:
         raise CaikitError(f"--cot-samples {cot_samples}: must be at least 1")
-    if check_human and policy:
-        raise CaikitError("--check-human labels the human pairs in FILE; it does not go with --policy")
+    if min_agreement is not None and not check_human:
+        raise CaikitError("--min-agreement needs --check-human FILE (the human pairs to measure against)")
     const = constitutions.load(constitution)
     comparisons = [c for c in const.comparisons if kind == "all" or c.kind == kind]
     if len(comparisons) < principles_per_label:
@@ -218,21 +240,25 @@ def label(
     if policy:
         items = inputs.read_prompts(input, format)
     else:
-        items, counts = inputs.read_pairs(check_human or input)
+        items, counts = inputs.read_pairs(input)
         skipped.update(counts)
     items, mark = sharded(take(items, limit), shard, key=lambda r: prompt_id(r["prompt"]) if policy else r["id"])
-    timer, kept = console.Timer(), []
+    timer, kept, checked, feedback = console.Timer(), [], None, None
+    if check_human:  # before any label is written
+        feedback = engine.build(feedback_model, scoring=True)
+        checked = check_against_humans(feedback, const, comparisons, options, check_human, check_limit, min_agreement, quiet)
     with JsonlWriter(output, resume=resume) as out:
         todo = stage.remaining(items, out.done, prompts=bool(policy))
         if todo:
             sampler = engine.build(policy) if policy else None
-            feedback = for_scoring(sampler) if policy == feedback_model else engine.build(feedback_model, scoring=True)
+            if feedback is None:
+                feedback = for_scoring(sampler) if policy == feedback_model else engine.build(feedback_model, scoring=True)
             for record in stage.run(todo, feedback, const, comparisons, options, policy=sampler, sampling=replace(sampling, n=samples) if policy else None,
                                     min_margin=min_margin, hard=hard, skipped=skipped, progress=console.progress_factory(quiet)):
                 kept.append(record)
                 out.write(mark(record))
     if not quiet:
-        console.table(f"caikit label -> {where(output)}", stage.summary_rows(kept, skipped, timer.seconds, bool(check_human)))
+        console.table(f"caikit label -> {where(output)}", stage.summary_rows(kept, skipped, timer.seconds, checked))
 
 
 @command()

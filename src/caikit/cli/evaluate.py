@@ -1,4 +1,4 @@
-"""Evaluation and inspection: `eval compare|mc|pm`, `inspect`, `constitution show|validate`."""
+"""Evaluation and inspection: `eval compare|labeler|mc|pm`, `inspect`, `constitution show|validate`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ import typer
 
 from caikit.cli.app import app, command, typer_app
 from caikit.cli.options import (
-    Constitution, Engine, Json, Limit, MaxNewTokens, PmDir, Quiet, Seed, ShardOption, engine, named, take, with_options,
+    Constitution, Engine, Json, Limit, MaxNewTokens, PmDir, Quiet, Seed, ShardOption, choice, engine, named, sampling, take,
+    with_options,
 )
+from caikit.backends import SamplingParams
 from caikit.errors import CaikitError
+from caikit.labeler import MODE_HELP
 
 eval_app = typer_app(name="eval", help="Evaluate models and preference models.")
 app.add_typer(eval_app)
@@ -131,6 +134,78 @@ def eval_compare(
                     shown.add_row(name, f"{row['elo']:.0f}", f"{row['ci95'][0]:.0f}-{row['ci95'][1]:.0f}")
                 console.stderr().print(shown)
         console.say(f"eval compare: report in {output / 'report.md'}")
+
+
+@command("labeler", group=eval_app)
+@with_options(engine, sampling)
+def eval_labeler(
+    input: Annotated[list[str], typer.Option("-i", "--input", "--data", help="Human-labelled pairs (hh-rlhf, 438 HHH, BIG-bench JSON, {prompt, chosen, rejected}); repeatable.")],
+    feedback_model: Annotated[str, typer.Option("--feedback-model", "--model", help="The feedback model to measure (a model spec).")] = "smollm2-135m-instruct",
+    modes: Annotated[str, typer.Option("--modes", help=f"Labeling modes to compare: {MODE_HELP}.")] = "single,debiased,ensemble-4",
+    kind: Annotated[str, choice("--kind", ("harmlessness", "helpfulness", "all"), "Comparison principles to draw from.", "kind")] = "harmlessness",
+    clamp: Annotated[str, typer.Option("--clamp", help="LO,HI: clamp chain-of-thought probabilities.")] = "0.4,0.6",
+    constitution: Constitution = "default",
+    limit: Limit = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Dir for results.json, reliability.png and each mode's labels.")] = None,
+    json_out: Json = False,
+    quiet: Quiet = False,
+    engine: Engine = None,
+    sampling: SamplingParams = None,
+):
+    """How often the feedback model agrees with human preference judgments, per labeling mode.
+
+    Example: caikit eval labeler -i ../shared/data/hh-rlhf/harmless-base_test.jsonl.gz --limit 200
+      --modes single,debiased,ensemble-4 --feedback-model openai:Qwen/Qwen2.5-7B-Instruct@http://gpu01:8000/v1
+    """
+    from dataclasses import replace
+
+    from caikit import console, constitution as constitutions, labeler as stage
+    from caikit.cli.data import clamp_range
+    from caikit.outputs import JsonlWriter
+
+    console.setup_logging(quiet)
+    chosen_modes, lo_hi = stage.parse_modes(modes), clamp_range(clamp)
+    const = constitutions.load(constitution)
+    comparisons = [c for c in const.comparisons if kind == "all" or c.kind == kind]
+    pairs = stage.human_pairs(input, limit, sampling.seed)  # all data is read before the model is loaded
+    backend = engine.build(feedback_model, scoring=True)
+    cot_params = replace(sampling, max_new_tokens=128, temperature=max(sampling.temperature, 0.1))
+    results, runs = stage.run(backend, const, comparisons, pairs, chosen_modes, seed=sampling.seed, clamp=lo_hi,
+                              cot_params=cot_params, progress=console.progress_factory(quiet))
+    results.update(feedback_model=feedback_model, backend=backend.name, **getattr(backend, "details", {}), data=input,
+                   constitution=const.provenance())
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        for name, records in runs.items():
+            with JsonlWriter(str(output / f"labels.{name}.jsonl")) as out:
+                for record in records:
+                    out.write(record)
+        stage.plot_reliability(results, output / "reliability.png")
+        (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if json_out:
+        typer.echo(json.dumps(results))
+    if not quiet:
+        rows = [[name, str(m["n"]), f"{m['agreement']:.3f}", f"{m['ci95'][0]:.3f}-{m['ci95'][1]:.3f}", f"{m['position_bias']:+.3f}",
+                 f"{m['confidence']:.3f}", f"{m['ece']:.3f}", f"{m['seconds_per_label']:.2f}", f"{m['tokens_per_label']:.0f}"]
+                for name, m in results["modes"].items()]
+        print_table(f"caikit eval labeler: {feedback_model} vs human choices",
+                    ["mode", "n", "agree", "95% CI", "A bias", "conf", "ECE", "s/lab", "tok/lab"], rows)
+        print_table("agreement by principle", ["principle", "n", "agreement", "95% CI"],
+                    [[pid, str(v["n"]), f"{v['agreement']:.3f}", f"{v['ci95'][0]:.3f}-{v['ci95'][1]:.3f}"] for pid, v in results["principles"].items()])
+        console.say(results["verdict"])
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.table import Table
+
+    from caikit.console import stderr
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    stderr().print(table)
 
 
 @command("mc", group=eval_app)
