@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 BIN     := $(VENV)/bin
 CAIKIT  := HF_HUB_OFFLINE=1 $(BIN)/caikit
 
-.PHONY: install test test-fast quickstart reproduce bench clean
+.PHONY: install test test-fast quickstart reproduce bench efficacy clean
 
 install: $(VENV)/.installed
 
@@ -87,6 +87,10 @@ reproduce:
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/generation.py
+
+# does each training stage learn a real signal? (hh-rlhf human pairs; ~40 min on 2 CPU cores)
+efficacy: install
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/efficacy.py --work runs/efficacy
 
 clean:
 	rm -rf $(RUN)
