@@ -53,11 +53,14 @@ def first_turn(transcript: str) -> str:
 
 def split(work: Path, pairs: int, held: int, prompts: int, seed: int) -> dict:
     """Human pairs split by prompt (a hash of the first human turn): 80% train, 20% held out."""
+    from caikit.inputs import split_transcript
+
     rows = [json.loads(line) for line in gzip.open(HH, "rt")]
     train, test = [], []
     for row in rows:
-        if not row["chosen"].strip() or row["chosen"] == row["rejected"]:
-            continue
+        chosen, rejected = split_transcript(row["chosen"]), split_transcript(row["rejected"])
+        if not chosen or not rejected or not chosen[1] or not rejected[1] or chosen[1] == rejected[1]:
+            continue  # a pair needs two different, non-empty responses
         bucket = int(hashlib.sha256(first_turn(row["chosen"]).encode()).hexdigest(), 16) % 5
         (test if bucket == 0 else train).append(row)
     random.Random(seed).shuffle(train)

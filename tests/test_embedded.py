@@ -145,7 +145,7 @@ def test_eval_compare_two_temperatures_on_the_embedded_model(home, tmp_path):
     )
     assert result.exit_code == 0, result.stderr
     results = json.loads(result.stdout)
-    table = results["elo"]["harmlessness"]["judge"]
+    table = results["elo"]["harmlessness"]["judge"]["models"]
     assert set(table) == {"warm", "cold"}
     assert abs(table["warm"]["elo"] + table["cold"]["elo"] - 2000) < 1e-6
     assert (out / "report.md").exists() and (out / "elo_harmlessness_judge.png").stat().st_size > 1000

@@ -37,8 +37,8 @@ def test_scaled_down_quickstart(tiny_model, tmp_path):
 
     assert len(rows(run / "sl.jsonl")) == 3 and len(rows(run / "labels.jsonl")) == 3
     results = json.loads((run / "eval" / "results.json").read_text())
-    assert set(results["elo"]["harmlessness"]["judge"]) == {"base", "sl", "rl"}
-    assert set(results["elo"]["helpfulness"]["pm"]) == {"base", "sl", "rl"}
+    assert set(results["elo"]["harmlessness"]["judge"]["models"]) == {"base", "sl", "rl"}
+    assert set(results["elo"]["helpfulness"]["pm"]["models"]) == {"base", "sl", "rl"}
     assert (run / "eval" / "frontier.png").stat().st_size > 1000
     # every record file can be inspected
     for name, stage in (("redteam.jsonl", "redteam"), ("sl.jsonl", "revise"), ("labels.jsonl", "label")):

@@ -21,7 +21,9 @@ def test_bradley_terry_recovers_a_known_ordering_and_intervals_cover_it():
                 outcomes.append((i, j, float(rng.random() < p)))
         by_prompt[str(k)] = outcomes
     names = ["w", "x", "y", "z"]
-    table = stats.ratings(by_prompt, names, samples=100)
+    rated = stats.ratings(by_prompt, names, samples=100)
+    table = rated["models"]
+    assert rated["prompts"] == 300 and rated["differences"]["w - z"]["significant"] and rated["differences"]["w - z"]["diff"] < 0
     elos = [table[n]["elo"] for n in names]
     assert elos == sorted(elos)
     for n, t in zip(names, truth):

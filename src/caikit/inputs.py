@@ -21,6 +21,7 @@ import csv
 import gzip
 import io
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -34,6 +35,8 @@ _SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "c
 _TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
 # Fields of an input record that describe the prompt or an earlier stage; the rest pass through.
 _CONSUMED = {"id", "prompt", "messages", "chosen", "rejected", "text", "completion", "caikit"}
+
+log = logging.getLogger(__name__)
 
 
 def read_bytes(path: str) -> bytes:
@@ -280,13 +283,15 @@ def read_pairs(path: str) -> tuple[list[dict], dict]:
 
 def read_preferences(path: str) -> list[dict]:
     """Preference examples `{"prompt", "chosen", "rejected", "label", "subset"?}` for a preference model.
-    `label` is p(chosen better): a record's soft `label` (label output) or 1.0 for human pairs."""
-    rows = []
+    `label` is p(chosen better): a record's soft `label` (label output) or 1.0 for human pairs. Pairs
+    with an empty response are skipped (and counted in a warning)."""
+    rows, empty = [], 0
     for number, row in read_jsonl(path):
         where = (path, number)
         prompt, chosen, rejected, _ = pair_of(row, where)
-        if not chosen or not rejected:
-            raise located(*where, "a response is empty")
+        if not chosen or not rejected:  # hh-rlhf has a few: nothing to compare
+            empty += 1
+            continue
         label = row.get("label", 1.0)
         if isinstance(label, bool) or not isinstance(label, (int, float)) or not 0 <= label <= 1:
             raise located(*where, f"label {label!r} is not a probability in [0, 1]")
@@ -300,4 +305,6 @@ def read_preferences(path: str) -> list[dict]:
         if isinstance(subset, str):
             example["subset"] = subset
         rows.append(example)
+    if empty:
+        log.warning("%s: skipped %d pairs with an empty response", path, empty)
     return rows

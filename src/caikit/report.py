@@ -67,13 +67,13 @@ def write_plots(out: Path, results: dict) -> list[str]:
     for kind, sources in results["elo"].items():
         for source, table in sources.items():
             name = f"elo_{kind}_{source}.png"
-            plot_elo(out / name, table, f"{kind} Elo ({source})")
+            plot_elo(out / name, table["models"], f"{kind} Elo ({source})")
             made.append(name)
     elo = results["elo"]
     if "harmlessness" in elo and "helpfulness" in elo:
         source = "judge" if "judge" in elo["harmlessness"] and "judge" in elo["helpfulness"] else "pm"
         if source in elo["harmlessness"] and source in elo["helpfulness"]:
-            plot_frontier(out / "frontier.png", elo["harmlessness"][source], elo["helpfulness"][source])
+            plot_frontier(out / "frontier.png", elo["harmlessness"][source]["models"], elo["helpfulness"][source]["models"])
             made.append("frontier.png")
     if results.get("pm_by_revision_round"):
         plot_rounds(out / "revisions.png", results["pm_by_revision_round"])
@@ -81,17 +81,55 @@ def write_plots(out: Path, results: dict) -> list[str]:
     return made
 
 
-def report_markdown(results: dict, plots: list[str]) -> str:
-    lines = ["# caikit eval compare", "", f"Models: {', '.join(results['models'])}.", ""]
+def verdict(results: dict) -> str:
+    """The report's opening paragraph: which differences are significant and which are not, and how
+    far the judges can be trusted."""
+    said = []
     for kind, sources in results["elo"].items():
         for source, table in sources.items():
-            lines += [f"## {kind.capitalize()} Elo ({source}, {results['sets'][kind]} prompts)", "", "| model | Elo | 95% CI |", "|---|---|---|"]
-            lines += [f"| {n} | {t['elo']:.0f} | {t['ci95'][0]:.0f}–{t['ci95'][1]:.0f} |" for n, t in table.items()]
+            n = table["prompts"]
+            for pair, d in table["differences"].items():
+                first, second = pair.split(" - ")
+                lo, hi = d["ci95"]
+                if d["significant"]:
+                    better, worse = (first, second) if d["diff"] > 0 else (second, first)
+                    said.append(f"{better} beats {worse} on {kind} ({source}): {abs(d['diff']):.0f} Elo (95% CI {lo:+.0f} to {hi:+.0f}, n={n} prompts)")
+                else:
+                    said.append(f"no measurable {kind} difference between {first} and {second} ({source}) at n={n} "
+                                f"({d['diff']:+.0f} Elo, 95% CI {lo:+.0f} to {hi:+.0f})")
+    text = ("; ".join(said) + ".") if said else "No Elo comparison was made."  # (model names keep their case)
+    human = results.get("judge_human_agreement")
+    if human:
+        lo, hi = human["ci95"]
+        text += (f" The judge agrees with human choices on {human['agreement']:.0%} of {human['n']} human-labelled pairs "
+                 f"(95% CI {lo:.0%}-{hi:.0%})" + (": its judgments carry signal." if human["signal"]
+                                                     else ": no better than chance, so its Elo differences are not evidence."))
+    elif "judge" in {s for sources in results["elo"].values() for s in sources}:
+        text += " The judge's agreement with human judgments was not measured (pass --check-human FILE)."
+    check = results.get("over_refusal_judge")
+    if check and not check["usable"]:
+        text += f" The judge is unusable for over-refusal ({check['why']}); the refusal rates below come from refusal phrases."
+    return text
+
+
+def report_markdown(results: dict, plots: list[str]) -> str:
+    lines = ["# caikit eval compare", "", f"Models: {', '.join(results['models'])}.", "", "## Verdict", "", verdict(results), ""]
+    for kind, sources in results["elo"].items():
+        for source, table in sources.items():
+            lines += [f"## {kind.capitalize()} Elo ({source}, n={table['prompts']} prompts)", "", "| model | Elo | 95% CI |", "|---|---|---|"]
+            lines += [f"| {n} | {t['elo']:.0f} | {t['ci95'][0]:.0f}–{t['ci95'][1]:.0f} |" for n, t in table["models"].items()]
+            lines += ["", "| difference | Elo | 95% CI | significant |", "|---|---|---|---|"]
+            lines += [f"| {pair} | {d['diff']:+.0f} | {d['ci95'][0]:+.0f} to {d['ci95'][1]:+.0f} | {'yes' if d['significant'] else 'no'} |"
+                      for pair, d in table["differences"].items()]
             lines.append("")
     for key, value in results["absolute"].items():
         lines += [f"## {key.replace('_', ' ')}", "", "```", json_block(value), "```", ""]
     if "over_refusal" in results:
-        lines += ["## Over-refusal (XSTest-style prompts)", "", "| model | metric | value |", "|---|---|---|"]
+        lines += ["## Over-refusal (XSTest-style prompts)", ""]
+        check = results.get("over_refusal_judge")
+        if check and not check["usable"]:
+            lines += [f"The judge is unusable for this measure ({check['why']}): read the phrase-based rates.", ""]
+        lines += ["| model | metric | value |", "|---|---|---|"]
         for name, entry in results["over_refusal"].items():
             lines += [f"| {name} | {k.replace('_', ' ')} | {v:.3f} |" if isinstance(v, float) else f"| {name} | {k.replace('_', ' ')} | {v} |" for k, v in entry.items()]
         lines.append("")

@@ -58,20 +58,35 @@ def elo(strengths: list[float]) -> list[float]:
     return [1000 + 400 / math.log(10) * x for x in strengths]
 
 
-def ratings(outcomes_by_prompt: dict[str, list[tuple[int, int, float]]], names: list[str], samples: int = 200, seed: int = 0) -> dict:
-    """Elo per model with a 95% bootstrap interval (prompts resampled with replacement)."""
+def bootstrap_elo(outcomes_by_prompt: dict[str, list[tuple[int, int, float]]], n: int, samples: int = 200, seed: int = 0):
+    """(Elo per model, Elo per model in each of `samples` bootstrap draws of the prompts)."""
     prompts = list(outcomes_by_prompt)
-    point = elo(bradley_terry([o for p in prompts for o in outcomes_by_prompt[p]], len(names)))
+    point = elo(bradley_terry([o for p in prompts for o in outcomes_by_prompt[p]], n))
     rng = random.Random(seed)
     draws = []
     for _ in range(samples):
         picked = [rng.choice(prompts) for _ in prompts]
-        draws.append(elo(bradley_terry([o for p in picked for o in outcomes_by_prompt[p]], len(names), iters=60)))
-    out = {}
-    for k, name in enumerate(names):
-        values = sorted(d[k] for d in draws)
-        out[name] = {"elo": point[k], "ci95": [values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]]}
-    return out
+        draws.append(elo(bradley_terry([o for p in picked for o in outcomes_by_prompt[p]], n, iters=60)))
+    return point, draws
+
+
+def interval(values: list[float]) -> list[float]:
+    values = sorted(values)
+    return [values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]]
+
+
+def ratings(outcomes_by_prompt: dict[str, list[tuple[int, int, float]]], names: list[str], samples: int = 200, seed: int = 0) -> dict:
+    """Elo per model with a 95% bootstrap interval (prompts resampled with replacement), and under
+    `differences` each pair's Elo difference with its bootstrap interval: significant when the
+    interval excludes 0."""
+    point, draws = bootstrap_elo(outcomes_by_prompt, len(names), samples, seed)
+    out = {name: {"elo": point[k], "ci95": interval([d[k] for d in draws])} for k, name in enumerate(names)}
+    differences = {}
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            lo, hi = interval([d[i] - d[j] for d in draws])
+            differences[f"{names[i]} - {names[j]}"] = {"diff": point[i] - point[j], "ci95": [lo, hi], "significant": lo > 0 or hi < 0}
+    return {"models": out, "differences": differences, "prompts": len(outcomes_by_prompt)}
 
 
 def calibration(probs: list[float], outcomes: list[float], bins: int = 10) -> tuple[float, list[dict]]:

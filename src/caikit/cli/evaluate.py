@@ -35,6 +35,18 @@ def accuracy_table(title: str, results: dict) -> None:
     stderr().print(table)
 
 
+def judge_against_humans(judge, const, path: str, limit: int, seed: int, quiet: bool) -> dict:
+    """The judge's agreement with human choices (harmlessness principles, both orders)."""
+    from caikit import console, labeler
+
+    comparisons = [c for c in const.comparisons if c.kind == "harmlessness"] or const.comparisons
+    pairs = labeler.human_pairs([path], limit, seed)
+    with console.progress("checking the judge against human judgments", len(pairs), quiet) as advance:
+        found, _ = labeler.measure(judge, const, comparisons, pairs, labeler.Mode("debiased"), seed=seed, clamp=(0.4, 0.6),
+                                   cot_params=SamplingParams(), progress=advance)
+    return found
+
+
 def answer_shard(answers, generated: dict, sets: dict, xs, shard, output: Path) -> None:
     """--shard I/N: only answer this shard's prompts with each --model; judging waits for the merge."""
     from caikit.console import say
@@ -68,6 +80,8 @@ def eval_compare(
     xstest: Annotated[Optional[str], typer.Option("--xstest", help="XSTest-style CSV (prompt,type,label): over-refusal.")] = None,
     pm: PmDir = None,
     judge: Annotated[Optional[str], typer.Option("--judge", help="Feedback model that judges pairs, both orders.")] = None,
+    check_human: Annotated[Optional[str], typer.Option("--check-human", help="Human-labelled pairs: measure the judge's agreement with them first.")] = None,
+    check_limit: Annotated[int, typer.Option("--check-limit", min=1, help="Human pairs used by --check-human.")] = 200,
     revisions: Annotated[Optional[str], typer.Option("--revisions", help="revise --keep-all output: PM score by round.")] = None,
     hhh: Annotated[Optional[list[str]], typer.Option("--hhh", help="HHH comparisons (e.g. 438HHHEvaluations.jsonl): the PM's accuracy.")] = None,
     hhh_limit: Annotated[Optional[int], typer.Option("--hhh-limit", min=1, help="Use only the first N HHH comparisons.")] = None,
@@ -102,6 +116,8 @@ def eval_compare(
         raise CaikitError("--pm or --judge: give something that judges")
     if hhh and not pm:
         raise CaikitError("--hhh needs --pm (it measures the preference model)")
+    if check_human and not judge:
+        raise CaikitError("--check-human measures the --judge; give one")
     sets, xs = compare.read_sets(red_team, helpful, xstest, limit)  # all data is read before any model is loaded
     const = constitutions.load(constitution)
     rows = inputs.read_completions(revisions) if revisions else None
@@ -120,20 +136,25 @@ def eval_compare(
         from caikit.pm import PreferenceModel
 
         preference = PreferenceModel(pm, device=engine.device, batch_size=engine.batch_size)
-    results = compare.run(output, answers, names, sets, xs, pm=preference, judge=engine.build(judge, scoring=True) if judge else None,
-                          const=const, revisions=rows, hhh=hhh_items, seed=seed, resume=resume)
+    judging = engine.build(judge, scoring=True) if judge else None
+    human = judge_against_humans(judging, const, check_human, check_limit, seed, quiet) if check_human else None
+    results = compare.run(output, answers, names, sets, xs, pm=preference, judge=judging, const=const, revisions=rows,
+                          hhh=hhh_items, seed=seed, resume=resume, human=human)
     if json_out:
         typer.echo(json.dumps(results))
     if not quiet:
         from rich.table import Table
 
+        from caikit.report import verdict
+
         for kind, sources in results["elo"].items():
             for source, table in sources.items():
-                shown = Table("model", "Elo", "95% CI", title=f"{kind} ({source})")
-                for name, row in table.items():
+                shown = Table("model", "Elo", "95% CI", title=f"{kind} ({source}), n={table['prompts']} prompts")
+                for name, row in table["models"].items():
                     shown.add_row(name, f"{row['elo']:.0f}", f"{row['ci95'][0]:.0f}-{row['ci95'][1]:.0f}")
                 console.stderr().print(shown)
         console.say(f"eval compare: report in {output / 'report.md'}")
+        console.say(verdict(results))
 
 
 @command("labeler", group=eval_app)
