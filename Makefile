@@ -44,10 +44,12 @@ FEEDBACK_MODEL ?= $(MODEL)
 ifneq ($(wildcard $(SHARED)/data/xstest/xstest_prompts.csv),)
 QS_XSTEST  := --xstest $(SHARED)/data/xstest/xstest_prompts.csv
 QS_HHH     := --hhh $(SHARED)/data/anthropic-cai/evals/438HHHEvaluations.jsonl --hhh-limit 120
+QS_HUMAN   := --check-human $(SHARED)/data/hh-rlhf/harmless-base_test.jsonl.gz --check-limit 40
 endif
 
 quickstart: $(RUN)/report.md
 	@echo "quickstart: report in $(RUN)/report.md"
+	@awk '/^## Verdict/ {getline; getline; print "verdict: " $$0; exit}' $(RUN)/report.md
 
 $(RUN)/redteam.jsonl: examples/prompts/redteam.jsonl | install
 	@mkdir -p $(RUN)
@@ -79,7 +81,7 @@ $(RUN)/rl-cai/caikit_train.json: $(RUN)/sl-cai/caikit_train.json $(RUN)/pm/caiki
 $(RUN)/report.md: $(RUN)/rl-cai/caikit_train.json
 	$(CAIKIT) eval compare -o $(RUN) --model base=$(MODEL) --model sl-cai=$(RUN)/sl-cai --model rl-cai=$(RUN)/rl-cai \
 	  --red-team examples/prompts/redteam.jsonl --helpful examples/prompts/helpful.jsonl --limit $(QS_EVAL) \
-	  $(QS_XSTEST) $(QS_HHH) --judge $(FEEDBACK_MODEL) --pm $(RUN)/pm --max-new-tokens 48 --seed 0 --resume
+	  $(QS_XSTEST) $(QS_HHH) $(QS_HUMAN) --judge $(FEEDBACK_MODEL) --pm $(RUN)/pm --max-new-tokens 48 --seed 0 --resume
 
 # The same loop at paper-like settings, for a GPU box: see examples/paper/Makefile.
 reproduce:
