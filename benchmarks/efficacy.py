@@ -102,25 +102,16 @@ def bootstrap_mean_diff(diffs: list[float], seed: int = 0, samples: int = 2000) 
     return means[int(0.025 * samples)], means[int(0.975 * samples) - 1]
 
 
-def pm_eval(pm_dir: Path, held: Path, log: Path) -> dict:
-    out = subprocess.run([*CAIKIT, "eval", "pm", "--pm", pm_dir, "-i", held, "--json", "-q", "--device", "cpu"],
-                         capture_output=True, text=True)
-    if out.returncode:
-        sys.exit(f"eval pm failed: {out.stderr}")
-    return json.loads(out.stdout)
-
-
-def pm_extra(pm_dir: Path, held: Path) -> dict:
-    """Margin and ECE of the PM on the held-out pairs."""
+def pm_eval(pm_dir: Path, held: Path) -> dict:
+    """Held-out pairwise accuracy (Wilson interval), mean margin and ECE of a PM, in one pass."""
     from caikit import inputs
     from caikit.pm import PreferenceModel
     from caikit.stats import pair_metrics
 
     pm = PreferenceModel(pm_dir, device="cpu")
     rows = inputs.read_preferences(str(held))
-    chosen = pm.rewards([r["prompt"] + r["chosen"] for r in rows])
-    rejected = pm.rewards([r["prompt"] + r["rejected"] for r in rows])
-    return pair_metrics(chosen, rejected, [1.0] * len(rows))
+    rewards = pm.rewards([r["prompt"] + r["chosen"] for r in rows] + [r["prompt"] + r["rejected"] for r in rows])
+    return pair_metrics(rewards[: len(rows)], rewards[len(rows):], [1.0] * len(rows))
 
 
 def greedy_answers(model: str, prompts: list[list[dict]], tokens: int) -> list[str]:
@@ -159,13 +150,14 @@ def response_logprobs(model: str, rows: list[dict]) -> list[tuple[float, float]]
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", default="runs/efficacy")
-    parser.add_argument("--pairs", type=int, default=320, help="human training pairs for train-pm (and DPO)")
-    parser.add_argument("--held", type=int, default=200, help="held-out human pairs")
-    parser.add_argument("--prompts", type=int, default=40, help="prompts for RL (train) and for its evaluation (held out)")
-    parser.add_argument("--rl-steps", type=int, default=20)
-    parser.add_argument("--dpo-steps", type=int, default=40)
+    parser.add_argument("--pairs", type=int, default=160, help="human training pairs for train-pm (and DPO)")
+    parser.add_argument("--held", type=int, default=100, help="held-out human pairs")
+    parser.add_argument("--max-length", type=int, default=192, help="PM sequence length (tokens)")
+    parser.add_argument("--prompts", type=int, default=32, help="prompts for RL (train) and for its evaluation (held out)")
+    parser.add_argument("--rl-steps", type=int, default=16)
+    parser.add_argument("--dpo-steps", type=int, default=24)
     parser.add_argument("--tokens", type=int, default=48, help="new tokens per answer in RL and its evaluation")
-    parser.add_argument("--revise", type=int, default=32, help="prompts answered and revised for the SFT check (3/4 train)")
+    parser.add_argument("--revise", type=int, default=24, help="prompts answered and revised for the SFT check (3/4 train)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -176,18 +168,19 @@ def main():
     log = work / "efficacy.log"
     files = split(work, args.pairs, args.held, args.prompts, args.seed)
     rows, seconds = [], {}
-    pm_common = ["--base-model", MODEL, "--max-length", 256, "--batch-size", 8, "--lr", "1e-4", "--lora", "--device", "cpu", "--overwrite", "-q"]
+    pm_common = ["--base-model", MODEL, "--max-length", args.max_length, "--batch-size", 8, "--lr", "3e-4", "--lora", "--device", "cpu", "--overwrite", "-q"]
 
     # 1. train-pm: learning curve, then the full PM
     curve = []
     for n in sorted({args.pairs // 4, args.pairs // 2, args.pairs}):
         part = work / f"train_pairs.{n}.jsonl"
         write(part, [json.loads(line) for line in files["train"].read_text().splitlines()[:n]])
-        seconds[f"train-pm {n}"] = caikit("train-pm", "-i", part, "-o", work / f"pm-{n}", "--epochs", 1, *pm_common, log=log)
-        found = pm_eval(work / f"pm-{n}", files["held"], log)
-        curve.append((n, found["accuracy"], found["ci95"]))
+        if not (work / f"pm-{n}" / "caikit_train.json").exists():  # (a rerun keeps the PMs already trained)
+            seconds[f"train-pm {n}"] = caikit("train-pm", "-i", part, "-o", work / f"pm-{n}", "--epochs", 1, *pm_common, log=log)
+        found = pm_eval(work / f"pm-{n}", files["held"])
+        curve.append((n, found["accuracy"], found["accuracy_ci95"]))
     pm_dir = work / f"pm-{args.pairs}"
-    extra = pm_extra(pm_dir, files["held"])
+    extra = found
     n, acc, ci = curve[-1]
     rows.append(("train-pm: held-out accuracy", f"{acc:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}, n={args.held})",
                  "signal" if ci[0] > 0.5 else "interval includes 0.5: not significant"))
@@ -224,7 +217,7 @@ def main():
                                   "--batch-size", 4, "--lr", "5e-6", "--kl-coef", "0.1", "--device", "cpu", "-o", dpo, "--overwrite", "-q", log=log)
     from caikit import inputs
 
-    held_rows = inputs.read_preferences(str(files["held"]))[:100]
+    held_rows = inputs.read_preferences(str(files["held"]))[:80]
     ref, new = response_logprobs(MODEL, held_rows), response_logprobs(str(dpo), held_rows)
     right = sum((n[0] - r[0]) > (n[1] - r[1]) for n, r in zip(new, ref))
     lo, hi = wilson(right, len(held_rows))
@@ -256,7 +249,7 @@ def main():
                  "learned" if loss["after"] < loss["before"] else "did not learn"))
 
     print(f"\ncaikit efficacy benchmark: {MODEL}, hh-rlhf harmless pairs split by prompt; {args.pairs} training pairs "
-          f"(PM: LoRA, max length 256, 1 epoch), {args.held} held-out pairs, {len(held_prompts)} held-out prompts, "
+          f"(PM: LoRA, max length {args.max_length}, 1 epoch), {args.held} held-out pairs, {len(held_prompts)} held-out prompts, "
           f"RL {args.rl_steps} steps x 8 completions, DPO {args.dpo_steps} steps x 4 pairs, SFT {cut} revisions x 3 epochs")
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
