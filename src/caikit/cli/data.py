@@ -147,14 +147,13 @@ def revise(
         )
 
 
-def check_against_humans(feedback, const, comparisons, options, path: str, limit: int, minimum: float | None, quiet: bool) -> dict:
+def check_against_humans(feedback, const, comparisons, options, pairs: list[dict], minimum: float | None, quiet: bool) -> dict:
     """Label human-judged pairs in this run's mode and say whether the labels carry signal; with
     `minimum`, stop (exit 1) when the agreement's lower 95% bound is below it."""
     from caikit import console, labeler
 
     mode = labeler.Mode("this run", principles=options.principles_per_label, debias=options.debias, few_shot=options.few_shot,
                         cot=options.cot, cot_samples=options.cot_samples)
-    pairs = labeler.human_pairs([path], limit, options.seed)
     with console.progress("checking against human judgments", len(pairs), quiet) as advance:
         found, _ = labeler.measure(feedback, const, comparisons, pairs, mode, seed=options.seed, clamp=options.clamp,
                                    cot_params=options.cot_params, progress=advance)
@@ -245,8 +244,11 @@ def label(
     items, mark = sharded(take(items, limit), shard, key=lambda r: prompt_id(r["prompt"]) if policy else r["id"])
     timer, kept, checked, feedback = console.Timer(), [], None, None
     if check_human:  # before any label is written
+        from caikit.labeler import human_pairs
+
+        human = human_pairs([check_human], check_limit, options.seed)  # (all data is read before a model is loaded)
         feedback = engine.build(feedback_model, scoring=True)
-        checked = check_against_humans(feedback, const, comparisons, options, check_human, check_limit, min_agreement, quiet)
+        checked = check_against_humans(feedback, const, comparisons, options, human, min_agreement, quiet)
     with JsonlWriter(output, resume=resume) as out:
         todo = stage.remaining(items, out.done, prompts=bool(policy))
         if todo:

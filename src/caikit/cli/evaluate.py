@@ -35,12 +35,11 @@ def accuracy_table(title: str, results: dict) -> None:
     stderr().print(table)
 
 
-def judge_against_humans(judge, const, path: str, limit: int, seed: int, quiet: bool) -> dict:
+def judge_against_humans(judge, const, pairs: list[dict], seed: int, quiet: bool) -> dict:
     """The judge's agreement with human choices (harmlessness principles, both orders)."""
     from caikit import console, labeler
 
     comparisons = [c for c in const.comparisons if c.kind == "harmlessness"] or const.comparisons
-    pairs = labeler.human_pairs([path], limit, seed)
     with console.progress("checking the judge against human judgments", len(pairs), quiet) as advance:
         found, _ = labeler.measure(judge, const, comparisons, pairs, labeler.Mode("debiased"), seed=seed, clamp=(0.4, 0.6),
                                    cot_params=SamplingParams(), progress=advance)
@@ -102,7 +101,7 @@ def eval_compare(
       --red-team examples/prompts/redteam.jsonl --helpful examples/prompts/helpful.jsonl
       --xstest ../shared/data/xstest/xstest_prompts.csv --judge smollm2-135m-instruct --pm runs/pm -o runs/eval
     """
-    from caikit import compare, console, constitution as constitutions, evals, inputs
+    from caikit import compare, console, constitution as constitutions, evals, inputs, labeler
     from caikit.backends import SamplingParams
 
     console.setup_logging(quiet)
@@ -136,8 +135,9 @@ def eval_compare(
         from caikit.pm import PreferenceModel
 
         preference = PreferenceModel(pm, device=engine.device, batch_size=engine.batch_size)
+    human_pairs = labeler.human_pairs([check_human], check_limit, seed) if check_human else None
     judging = engine.build(judge, scoring=True) if judge else None
-    human = judge_against_humans(judging, const, check_human, check_limit, seed, quiet) if check_human else None
+    human = judge_against_humans(judging, const, human_pairs, seed, quiet) if check_human else None
     results = compare.run(output, answers, names, sets, xs, pm=preference, judge=judging, const=const, revisions=rows,
                           hhh=hhh_items, seed=seed, resume=resume, human=human)
     if json_out:
