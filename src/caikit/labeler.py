@@ -153,8 +153,10 @@ def verdict(results: dict) -> str:
     best = max(modes, key=lambda m: modes[m]["ci95"][0])
     b = modes[best]
     if b["signal"]:
+        caution = (f" It is the best of {len(modes)} modes, so allow for chance: a lower bound this close to 50% is weak evidence."
+                   if len(modes) > 1 and b["ci95"][0] < 0.55 else "")
         return (f"The feedback model agrees with humans above chance: best mode {best}, {b['agreement']:.1%} "
-                f"(95% CI {b['ci95'][0]:.1%}-{b['ci95'][1]:.1%}, n={b['n']}).")
+                f"(95% CI {b['ci95'][0]:.1%}-{b['ci95'][1]:.1%}, n={b['n']}).{caution}")
     return (f"No mode agrees with humans measurably above chance (best: {best}, {b['agreement']:.1%}, 95% CI "
             f"{b['ci95'][0]:.1%}-{b['ci95'][1]:.1%}, n={b['n']}): labels from this model carry no measurable signal.")
 
