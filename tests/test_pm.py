@@ -149,3 +149,25 @@ def test_eval_pm_is_precise_about_what_it_can_score(tiny_model, tmp_path):
     (tmp_path / "x.jsonl").write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
     result = CliRunner().invoke(app, ["eval", "pm", "--pm", str(tiny_model), "--data", str(tmp_path)])
     assert result.exit_code == 2 and "not a one-logit sequence-classification model" in result.stderr
+
+
+def test_long_pairs_keep_their_ends_and_still_teach(tiny_model, tmp_path):
+    """TRL drops pairs longer than max_length; caikit keeps each one's last tokens, where the responses differ."""
+    rows = toy_rows(60, soft=True)
+    for row in rows:
+        row["prompt"][0]["content"] = "Some background first. " * 30 + row["prompt"][0]["content"]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    full = pm.encode(tok, [rows[0]["prompt"] + rows[0]["chosen"]], 10_000)[0]
+    encoded, cut = pm.encode_pairs(tok, rows[:3], 40)
+    assert cut == 3 and len(full) > 40
+    assert encoded[0]["chosen_ids"] == full[-40:]
+    data = write(tmp_path / "long.jsonl", rows)
+    out = tmp_path / "pm"
+    result = train("--data", str(data), "-o", str(out), "--base-model", str(tiny_model), "--epochs", "6", "--max-length", "40",
+                   "--lr", "2e-3", "--batch-size", "8", "--eval-split", "0.2", "--device", "cpu", "-q")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((out / "caikit_train.json").read_text())
+    assert report["examples"] == {"train": 48, "eval": 12, "truncated": 60}
+    assert report["metrics"]["held_out"]["accuracy"] >= 0.9

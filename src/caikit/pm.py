@@ -9,6 +9,8 @@ soft label p = p(chosen better), i.e. -(p log sigma(d) + (1 - p) log sigma(-d));
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from caikit import inputs, models, training
 from caikit.errors import CaikitError
 from caikit.stats import pair_metrics
 from caikit.training import LoraOptions
+
+log = logging.getLogger(__name__)
 
 
 def soft_preference_loss(delta, labels):
@@ -88,10 +92,34 @@ def mixed_preferences(sources: list[tuple[str, float]], seed: int) -> tuple[list
     return rows, described
 
 
+def encode(tokenizer, conversations: list[list[dict]], max_length: int) -> list[list[int]]:
+    """Token ids of each conversation in the chat template, its last `max_length` kept: the two
+    responses of a pair differ at the end, so what a long conversation loses is its earliest turns."""
+    texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
+    return [ids[-max_length:] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def encode_pairs(tokenizer, rows: list[dict], max_length: int) -> tuple[list[dict], int]:
+    """Rows with `chosen_ids`/`rejected_ids` (TRL's pre-tokenized columns), and how many were cut."""
+    chosen = encode(tokenizer, [r["prompt"] + r["chosen"] for r in rows], max_length + 1)
+    rejected = encode(tokenizer, [r["prompt"] + r["rejected"] for r in rows], max_length + 1)
+    cut = sum(1 for c, r in zip(chosen, rejected) if max(len(c), len(r)) > max_length)
+    return [{**row, "chosen_ids": c[-max_length:], "rejected_ids": r[-max_length:]} for row, c, r in zip(rows, chosen, rejected)], cut
+
+
+def trained_length(path: Path) -> int:
+    """The --max-length a caikit PM was trained with (it scores what it was trained on: the last N
+    tokens of a conversation), or 2048 for other PMs."""
+    try:
+        return int(json.loads((path / "caikit_train.json").read_text())["hyperparameters"]["max_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 2048
+
+
 class PreferenceModel:
     """Rewards from a trained preference model dir, computed on text with the PM's own chat template."""
 
-    def __init__(self, path: str | Path, device: str = "auto", batch_size: int = 8, max_length: int = 2048, option: str = "--pm"):
+    def __init__(self, path: str | Path, device: str = "auto", batch_size: int = 8, max_length: int | None = None, option: str = "--pm"):
         import torch
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -107,22 +135,19 @@ class PreferenceModel:
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model.to(self.device).eval()
         self.batch_size = batch_size
-        self.max_length = max_length
+        self.max_length = max_length or trained_length(path)
         self.path = path
 
     def rewards(self, conversations: list[list[dict]]) -> list[float]:
         """One scalar per full conversation (prompt + response)."""
         import torch
 
-        texts = [self.tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out = [0.0] * len(texts)
+        ids = encode(self.tokenizer, conversations, self.max_length)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out = [0.0] * len(ids)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            enc = self.tokenizer(
-                [texts[i] for i in idx], add_special_tokens=False, padding=True, truncation=True,
-                max_length=self.max_length, return_tensors="pt", padding_side="right",
-            ).to(self.device)
+            enc = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, padding_side="right", return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 logits = self.model(**enc).logits.squeeze(-1).float().tolist()
             for i, value in zip(idx, logits):
@@ -155,7 +180,11 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
     # accuracy silently stalls near chance. Set it on the model and in the saved config.
     model.config.pad_token_id = tokenizer.pad_token_id
     fields = ("prompt", "chosen", "rejected", "label")
-    dataset = Dataset.from_list([{k: r[k] for k in fields} for r in rows])
+    encoded, cut = encode_pairs(tokenizer, [{k: r[k] for k in fields} for r in rows], options.max_length)
+    if cut:
+        log.warning("%d of %d pairs are longer than --max-length %d tokens; "
+                    "each keeps its last tokens (the responses' ends and as much of the prompt as fits)", cut, len(rows), options.max_length)
+    dataset = Dataset.from_list(encoded)
     held_out = []
     if options.eval_split > 0 and len(rows) >= 10:
         split = dataset.train_test_split(test_size=options.eval_split, seed=options.seed)
@@ -191,7 +220,7 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
     )
     training.quiet_trainer(trainer)
     result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=options.lora)
-    pm = PreferenceModel(work / "final", device=device)
+    pm = PreferenceModel(work / "final", device=device, max_length=options.max_length)
     train_rows = [dict(e) for e in dataset]
     metrics = {
         "steps": trainer.state.global_step,
@@ -205,7 +234,7 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
         "base_model": options.base_model,
         "base_path": str(path),
         "data": described,
-        "examples": {"train": len(dataset), "eval": len(held_out)},
+        "examples": {"train": len(dataset), "eval": len(held_out), "truncated": cut},
         "hyperparameters": {
             "epochs": options.epochs, "max_steps": options.max_steps, "lr": lr, "batch_size": options.batch_size,
             "grad_accum": options.grad_accum, "max_length": options.max_length, "seed": options.seed,

@@ -80,7 +80,7 @@ def train_pm(
     input: Sources,
     output: OutputDir,
     base_model: BaseModel = "smollm2-135m-instruct",
-    max_length: Annotated[int, typer.Option("--max-length", min=16, help="Drop pairs longer than N tokens.")] = 1024,
+    max_length: Annotated[int, typer.Option("--max-length", min=16, help="Keep the last N tokens of each conversation.")] = 1024,
     eval_split: Annotated[float, typer.Option("--eval-split", min=0.0, max=0.9, help="Fraction held out for metrics.")] = 0.1,
     center_rewards: Annotated[Optional[float], typer.Option("--center-rewards", min=0.0, help="Coefficient pulling mean rewards to 0.")] = None,
     chat_template: ChatTemplate = None,
