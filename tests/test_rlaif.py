@@ -81,16 +81,19 @@ def test_dpo_on_label_output(tiny_model, tmp_path):
     rows = [{"prompt": [{"role": "user", "content": f"Q{i}?"}], "chosen": [{"role": "assistant", "content": "Kind answer."}],
              "rejected": [{"role": "assistant", "content": "Rude answer."}], "label": 0.8} for i in range(4)]
     rows.append({**rows[0], "label": 0.52})
+    rows.append({**rows[1], "prompt": [{"role": "user", "content": "A very long question indeed. " * 20}]})
     data = tmp_path / "labels.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "dpo"
     result = CliRunner().invoke(app, ["rlaif", "--algo", "dpo", "--policy", str(tiny_model), "--data", str(data),
-                                      "--label-smoothing", "auto", "--min-margin", "0.1", "--steps", "2",
+                                      "--label-smoothing", "auto", "--min-margin", "0.1", "--steps", "2", "--max-length", "48",
                                       "--device", "cpu", "-o", str(out)])
     assert result.exit_code == 0, result.stderr
     assert "caikit rlaif" in result.stderr  # the summary table (it once crashed on DPO's data rows)
     report = json.loads((out / "caikit_train.json").read_text())
-    assert report["data"][0]["used"] == 4
+    assert report["data"][0]["used"] == 5
+    assert report["hyperparameters"]["pairs_trained"] == 4  # the long prompt fills --max-length: TRL drops it
+    assert "1 of 5 pairs have a prompt" in result.stderr
     assert report["hyperparameters"]["label_smoothing"] == pytest.approx(0.2)
     assert report["metrics"]["steps"] == 2 and report["metrics"]["train_loss"] > 0
 

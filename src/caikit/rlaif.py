@@ -17,6 +17,7 @@ Rewards (`--reward`):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from caikit.errors import CaikitError
 from caikit.records import canonical
 from caikit.rewards import as_conversation, as_text, constitutional_scores
 from caikit.training import LoraOptions
+
+log = logging.getLogger(__name__)
 
 ALGOS = ("rloo", "grpo", "dpo")
 
@@ -82,6 +85,7 @@ class RlOptions:
     dtype: str = "auto"
     label_smoothing: str = "0"
     min_margin: float = 0.0
+    max_length: int = 1024  # DPO: prompt + response tokens kept (TRL's keep_start)
     vllm: dict | None = None  # TRL's vLLM rollout settings (use_vllm, vllm_mode, ...), from vllm_settings
 
 
@@ -195,9 +199,14 @@ def run(
         from trl import DPOConfig, DPOTrainer
 
         smoothing = _label_smoothing(options.label_smoothing, rows)
-        config = DPOConfig(beta=options.kl_coef, label_smoothing=smoothing, **common)
+        config = DPOConfig(beta=options.kl_coef, label_smoothing=smoothing, max_length=options.max_length, **common)
         trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
                              callbacks=[training.progress_callback(quiet)])
+        dropped = len(rows) - len(trainer.train_dataset)
+        if dropped:
+            log.warning("%d of %d pairs have a prompt of --max-length %d tokens or more: TRL's DPO drops them", dropped, len(rows), options.max_length)
+        if not len(trainer.train_dataset):
+            raise CaikitError(f"--max-length {options.max_length}: every pair's prompt is that long; nothing is left to train on")
     else:
         if options.algo == "rloo":
             from trl import RLOOConfig as Config, RLOOTrainer as Trainer
@@ -230,7 +239,8 @@ def run(
             "temperature": options.temperature, "lr": options.lr, "max_steps": options.max_steps, "epochs": options.epochs,
             "batch_size": options.batch_size, "grad_accum": options.grad_accum, "seed": options.seed,
             "lora": vars(options.lora) if options.lora else None, "device": device, "vllm": options.vllm,
-            **({"label_smoothing": _label_smoothing(options.label_smoothing, rows), "min_margin": options.min_margin} if options.algo == "dpo" else {}),
+            **({"label_smoothing": _label_smoothing(options.label_smoothing, rows), "min_margin": options.min_margin,
+                "max_length": options.max_length, "pairs_trained": len(trainer.train_dataset)} if options.algo == "dpo" else {}),
         },
         "metrics": {
             "steps": trainer.state.global_step,
