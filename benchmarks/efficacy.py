@@ -51,7 +51,7 @@ def first_turn(transcript: str) -> str:
     return transcript.split("\n\nAssistant:")[0].replace("\n\nHuman:", "", 1).strip()
 
 
-def split(work: Path, pairs: int, held: int, prompts: int, seed: int) -> dict:
+def split(work: Path, pairs: int, held: int, prompts: int, held_prompts: int, seed: int) -> dict:
     """Human pairs split by prompt (a hash of the first human turn): 80% train, 20% held out."""
     from caikit.inputs import split_transcript
 
@@ -69,7 +69,7 @@ def split(work: Path, pairs: int, held: int, prompts: int, seed: int) -> dict:
     write(files["train"], train[:pairs])
     write(files["held"], test[:held])
     write(files["train_prompts"], unique_prompts(train, prompts))
-    write(files["held_prompts"], unique_prompts(test, prompts))
+    write(files["held_prompts"], unique_prompts(test, held_prompts))
     return files
 
 
@@ -151,13 +151,16 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", default="runs/efficacy")
     parser.add_argument("--pairs", type=int, default=160, help="human training pairs for train-pm (and DPO)")
-    parser.add_argument("--held", type=int, default=100, help="held-out human pairs")
-    parser.add_argument("--max-length", type=int, default=192, help="PM sequence length (tokens)")
-    parser.add_argument("--prompts", type=int, default=32, help="prompts for RL (train) and for its evaluation (held out)")
+    parser.add_argument("--held", type=int, default=400, help="held-out human pairs")
+    parser.add_argument("--max-length", type=int, default=192, help="PM and DPO sequence length (tokens)")
+    parser.add_argument("--pm-epochs", type=int, default=3)
+    parser.add_argument("--curve", default="", help="extra training-set sizes for the PM learning curve, e.g. 40,80 (each costs its own PM)")
+    parser.add_argument("--dpo-epochs", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=32, help="training prompts for RL")
+    parser.add_argument("--held-prompts", type=int, default=100, help="held-out prompts for RL's evaluation")
     parser.add_argument("--rl-steps", type=int, default=16)
-    parser.add_argument("--dpo-steps", type=int, default=24)
     parser.add_argument("--tokens", type=int, default=48, help="new tokens per answer in RL and its evaluation")
-    parser.add_argument("--revise", type=int, default=24, help="prompts answered and revised for the SFT check (3/4 train)")
+    parser.add_argument("--revise", type=int, default=32, help="prompts answered and revised for the SFT check (3/4 train)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -166,26 +169,29 @@ def main():
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     log = work / "efficacy.log"
-    files = split(work, args.pairs, args.held, args.prompts, args.seed)
+    files = split(work, args.pairs, args.held, args.prompts, args.held_prompts, args.seed)
     rows, seconds = [], {}
-    pm_common = ["--base-model", MODEL, "--max-length", args.max_length, "--batch-size", 8, "--lr", "3e-4", "--lora", "--device", "cpu", "--overwrite", "-q"]
+    pm_common = ["--base-model", MODEL, "--max-length", args.max_length, "--batch-size", 8, "--lr", "5e-4", "--lora", "--eval-split", 0,
+                 "--epochs", args.pm_epochs, "--device", "cpu", "--overwrite", "-q"]
 
-    # 1. train-pm: learning curve, then the full PM
+    # 1. train-pm: the PM (and, when asked, a learning curve)
     curve = []
-    for n in sorted({args.pairs // 4, args.pairs // 2, args.pairs}):
+    for n in sorted({*(int(k) for k in args.curve.split(",") if k), args.pairs}):
         part = work / f"train_pairs.{n}.jsonl"
         write(part, [json.loads(line) for line in files["train"].read_text().splitlines()[:n]])
         if not (work / f"pm-{n}" / "caikit_train.json").exists():  # (a rerun keeps the PMs already trained)
-            seconds[f"train-pm {n}"] = caikit("train-pm", "-i", part, "-o", work / f"pm-{n}", "--epochs", 1, *pm_common, log=log)
+            seconds[f"train-pm {n}"] = caikit("train-pm", "-i", part, "-o", work / f"pm-{n}", *pm_common, log=log)
         found = pm_eval(work / f"pm-{n}", files["held"])
         curve.append((n, found["accuracy"], found["accuracy_ci95"]))
     pm_dir = work / f"pm-{args.pairs}"
-    extra = found
+    extra, fit = found, pm_eval(pm_dir, part)
     n, acc, ci = curve[-1]
     rows.append(("train-pm: held-out accuracy", f"{acc:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}, n={args.held})",
                  "signal" if ci[0] > 0.5 else "interval includes 0.5: not significant"))
-    rows.append(("train-pm: learning curve (pairs: accuracy)", ", ".join(f"{k}: {a:.3f}" for k, a, _ in curve), ""))
-    rows.append(("train-pm: mean margin / ECE", f"{extra['mean_margin']:.3f} / {extra['ece']:.3f}", ""))
+    rows.append(("train-pm: accuracy on its training pairs", f"{fit['accuracy']:.3f} (n={fit['pairs']}; margin {fit['mean_margin']:.3f})", ""))
+    if len(curve) > 1:
+        rows.append(("train-pm: learning curve (pairs: accuracy)", ", ".join(f"{k}: {a:.3f}" for k, a, _ in curve), ""))
+    rows.append(("train-pm: held-out mean margin / ECE", f"{extra['mean_margin']:.3f} / {extra['ece']:.3f}", ""))
 
     # 2. rlaif RLOO and GRPO against the PM
     held_prompts = [[{"role": "user", "content": json.loads(line)["prompt"]}] for line in files["held_prompts"].read_text().splitlines()]
@@ -213,16 +219,18 @@ def main():
 
     # 3. DPO on the training pairs: implicit-reward accuracy on held-out pairs
     dpo = work / "dpo"
-    seconds["rlaif dpo"] = caikit("rlaif", "--policy", MODEL, "--algo", "dpo", "-i", files["train"], "--max-steps", args.dpo_steps,
-                                  "--batch-size", 4, "--lr", "5e-6", "--kl-coef", "0.1", "--device", "cpu", "-o", dpo, "--overwrite", "-q", log=log)
+    seconds["rlaif dpo"] = caikit("rlaif", "--policy", MODEL, "--algo", "dpo", "-i", files["train"], "--epochs", args.dpo_epochs,
+                                  "--batch-size", 8, "--lora", "--lr", "2e-4", "--kl-coef", "0.1", "--max-length", args.max_length,
+                                  "--device", "cpu", "-o", dpo, "--overwrite", "-q", log=log)
     from caikit import inputs
 
-    held_rows = inputs.read_preferences(str(files["held"]))[:80]
-    ref, new = response_logprobs(MODEL, held_rows), response_logprobs(str(dpo), held_rows)
-    right = sum((n[0] - r[0]) > (n[1] - r[1]) for n, r in zip(new, ref))
-    lo, hi = wilson(right, len(held_rows))
-    rows.append(("dpo: held-out implicit-reward accuracy", f"before 0.500 (policy = reference) -> after {right / len(held_rows):.3f} "
-                 f"(95% CI {lo:.3f}-{hi:.3f}, n={len(held_rows)})", "signal" if lo > 0.5 else "interval includes 0.5: not significant"))
+    for name, path in (("held-out", files["held"]), ("training", files["train"])):
+        pairs = inputs.read_preferences(str(path))
+        ref, new = response_logprobs(MODEL, pairs), response_logprobs(str(dpo), pairs)
+        right = sum((n[0] - r[0]) > (n[1] - r[1]) for n, r in zip(new, ref))
+        lo, hi = wilson(right, len(pairs))
+        rows.append((f"dpo: {name} implicit-reward accuracy", f"before 0.500 (policy = reference) -> after {right / len(pairs):.3f} "
+                     f"(95% CI {lo:.3f}-{hi:.3f}, n={len(pairs)})", "signal" if lo > 0.5 else "interval includes 0.5: not significant"))
 
     # 4. sft on revise output: held-out loss on revisions
     revise_in = work / "revise_prompts.jsonl"
@@ -249,8 +257,9 @@ def main():
                  "learned" if loss["after"] < loss["before"] else "did not learn"))
 
     print(f"\ncaikit efficacy benchmark: {MODEL}, hh-rlhf harmless pairs split by prompt; {args.pairs} training pairs "
-          f"(PM: LoRA, max length {args.max_length}, 1 epoch), {args.held} held-out pairs, {len(held_prompts)} held-out prompts, "
-          f"RL {args.rl_steps} steps x 8 completions, DPO {args.dpo_steps} steps x 4 pairs, SFT {cut} revisions x 3 epochs")
+          f"(PM: LoRA, last {args.max_length} tokens, {args.pm_epochs} epochs), {args.held} held-out pairs, {len(held_prompts)} held-out prompts, "
+          f"RL {args.rl_steps} steps x 8 completions, DPO LoRA {args.dpo_epochs} epochs x {args.pairs} pairs (first {args.max_length} tokens), "
+          f"SFT {cut} revisions x 3 epochs")
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
         print(f"{name:{width}}  {value}{'  [' + note + ']' if note else ''}")

@@ -170,4 +170,5 @@ def test_long_pairs_keep_their_ends_and_still_teach(tiny_model, tmp_path):
     assert result.exit_code == 0, result.stderr
     report = json.loads((out / "caikit_train.json").read_text())
     assert report["examples"] == {"train": 48, "eval": 12, "truncated": 60}
+    assert report["hyperparameters"]["gradient_checkpointing"] is False  # off on CPU unless asked
     assert report["metrics"]["held_out"]["accuracy"] >= 0.9

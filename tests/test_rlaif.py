@@ -86,12 +86,13 @@ def test_dpo_on_label_output(tiny_model, tmp_path):
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "dpo"
     result = CliRunner().invoke(app, ["rlaif", "--algo", "dpo", "--policy", str(tiny_model), "--data", str(data),
-                                      "--label-smoothing", "auto", "--min-margin", "0.1", "--steps", "2", "--max-length", "48",
+                                      "--label-smoothing", "auto", "--min-margin", "0.1", "--steps", "2", "--max-length", "48", "--gradient-checkpointing",
                                       "--device", "cpu", "-o", str(out)])
     assert result.exit_code == 0, result.stderr
     assert "caikit rlaif" in result.stderr  # the summary table (it once crashed on DPO's data rows)
     report = json.loads((out / "caikit_train.json").read_text())
     assert report["data"][0]["used"] == 5
+    assert report["hyperparameters"]["gradient_checkpointing"] is True
     assert report["hyperparameters"]["pairs_trained"] == 4  # the long prompt fills --max-length: TRL drops it
     assert "1 of 5 pairs have a prompt" in result.stderr
     assert report["hyperparameters"]["label_smoothing"] == pytest.approx(0.2)

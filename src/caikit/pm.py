@@ -77,6 +77,7 @@ class PmOptions:
     eval_split: float = 0.1
     center_rewards: float | None = None
     save_steps: int = 50
+    gradient_checkpointing: bool | None = None  # None: on for accelerators, off on CPU
     lora: LoraOptions | None = None
     device: str = "auto"
     dtype: str = "auto"
@@ -204,7 +205,8 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
         center_rewards_coefficient=options.center_rewards,
         eval_strategy="epoch" if eval_dataset is not None else "no",
         remove_unused_columns=True,
-        **training.trainer_args(work, seed=options.seed, save_steps=options.save_steps, device=device, dtype=dtype),
+        **training.trainer_args(work, seed=options.seed, save_steps=options.save_steps, device=device, dtype=dtype,
+                                checkpointing=options.gradient_checkpointing),
     )
     peft_config = training.lora_config(options.lora, "SEQ_CLS") if options.lora else None
     Trainer, Collator = soft_reward_trainer()
@@ -240,7 +242,7 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
             "grad_accum": options.grad_accum, "max_length": options.max_length, "seed": options.seed,
             "eval_split": options.eval_split, "center_rewards": options.center_rewards,
             "loss": "bce(sigmoid(r_chosen - r_rejected), soft label)",
-            "lora": vars(options.lora) if options.lora else None, "device": device,
+            "lora": vars(options.lora) if options.lora else None, "device": device, "gradient_checkpointing": trainer.args.gradient_checkpointing,
         },
         "metrics": metrics,
         "loss_history": losses,

@@ -81,6 +81,7 @@ class RlOptions:
     lora: LoraOptions | None = None
     seed: int = 0
     save_steps: int = 50
+    gradient_checkpointing: bool | None = None  # None: on for accelerators, off on CPU
     device: str = "auto"
     dtype: str = "auto"
     label_smoothing: str = "0"
@@ -191,7 +192,8 @@ def run(
         num_train_epochs=options.epochs,
         per_device_train_batch_size=options.batch_size,
         gradient_accumulation_steps=options.grad_accum,
-        **training.trainer_args(work, seed=options.seed, save_steps=options.save_steps, device=device, dtype=dtype),
+        **training.trainer_args(work, seed=options.seed, save_steps=options.save_steps, device=device, dtype=dtype,
+                                checkpointing=options.gradient_checkpointing),
     )
     peft_config = training.lora_config(options.lora, "CAUSAL_LM") if options.lora else None
     dataset = Dataset.from_list(rows)
@@ -238,7 +240,7 @@ def run(
             "kl_coef": options.kl_coef, "num_generations": options.num_generations, "max_new_tokens": options.max_new_tokens,
             "temperature": options.temperature, "lr": options.lr, "max_steps": options.max_steps, "epochs": options.epochs,
             "batch_size": options.batch_size, "grad_accum": options.grad_accum, "seed": options.seed,
-            "lora": vars(options.lora) if options.lora else None, "device": device, "vllm": options.vllm,
+            "lora": vars(options.lora) if options.lora else None, "device": device, "gradient_checkpointing": trainer.args.gradient_checkpointing, "vllm": options.vllm,
             **({"label_smoothing": _label_smoothing(options.label_smoothing, rows), "min_margin": options.min_margin,
                 "max_length": options.max_length, "pairs_trained": len(trainer.train_dataset)} if options.algo == "dpo" else {}),
         },

@@ -33,6 +33,7 @@ class SftOptions:
     seed: int = 0
     eval_split: float = 0.0
     save_steps: int = 50
+    gradient_checkpointing: bool | None = None  # None: on for accelerators, off on CPU
     lora: LoraOptions | None = None
     device: str = "auto"
     dtype: str = "auto"
@@ -80,7 +81,8 @@ def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool
         completion_only_loss=True,
         eval_strategy="epoch" if eval_dataset is not None else "no",
         dataloader_num_workers=0,
-        **training.trainer_args(work, seed=options.seed, save_steps=options.save_steps, device=device, dtype=dtype),
+        **training.trainer_args(work, seed=options.seed, save_steps=options.save_steps, device=device, dtype=dtype,
+                                checkpointing=options.gradient_checkpointing),
     )
     peft_config = training.lora_config(options.lora, "CAUSAL_LM") if options.lora else None
     trainer = SFTTrainer(
@@ -126,6 +128,7 @@ def run(main: str, mixes: list[tuple[str, float]], out: Path, options: SftOption
             "completion_only_loss": True,
             "lora": vars(options.lora) if options.lora else None,
             "device": str(trainer.args.device),
+            "gradient_checkpointing": trainer.args.gradient_checkpointing,
             "dtype": str(trainer.model.dtype).removeprefix("torch."),
         },
         "metrics": {
