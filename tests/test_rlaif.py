@@ -77,11 +77,25 @@ def test_direct_rlaif_reward_asks_score_choices_both_orders(fake_backend):
     assert absolute([prompt], [[{"role": "assistant", "content": "x"}]]) == [pytest.approx(0.5)]  # bias cancels here too
 
 
+def test_shorten_prompts_keeps_the_system_message_and_the_last_user_turn(tiny_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    turn = lambda role, text: {"role": role, "content": text}  # noqa: E731
+    long = [turn("system", "Be kind."), turn("user", "word " * 50), turn("assistant", "reply " * 50), turn("user", "Last?")]
+    rows = [{"prompt": list(long)}, {"prompt": [turn("user", "Short?")]}, {"prompt": [turn("user", "word " * 80)]}]
+    assert rlaif.shorten_prompts(rows, tok, 48) == 1
+    assert rows[0]["prompt"] == [long[0], long[3]]
+    assert rows[1]["prompt"] == [turn("user", "Short?")] and len(rows[2]["prompt"]) == 1  # nothing to drop from one turn
+
+
 def test_dpo_on_label_output(tiny_model, tmp_path):
     rows = [{"prompt": [{"role": "user", "content": f"Q{i}?"}], "chosen": [{"role": "assistant", "content": "Kind answer."}],
              "rejected": [{"role": "assistant", "content": "Rude answer."}], "label": 0.8} for i in range(4)]
     rows.append({**rows[0], "label": 0.52})
     rows.append({**rows[1], "prompt": [{"role": "user", "content": "A very long question indeed. " * 20}]})
+    rows.append({**rows[2], "prompt": [{"role": "user", "content": "An old question. " * 20}, {"role": "assistant", "content": "Old answer."},
+                                       {"role": "user", "content": "New question?"}]})
     data = tmp_path / "labels.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "dpo"
@@ -91,10 +105,12 @@ def test_dpo_on_label_output(tiny_model, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "caikit rlaif" in result.stderr  # the summary table (it once crashed on DPO's data rows)
     report = json.loads((out / "caikit_train.json").read_text())
-    assert report["data"][0]["used"] == 5
+    assert report["data"][0]["used"] == 6
     assert report["hyperparameters"]["gradient_checkpointing"] is True
-    assert report["hyperparameters"]["pairs_trained"] == 4  # the long prompt fills --max-length: TRL drops it
-    assert "1 of 5 pairs have a prompt" in result.stderr
+    # the long multi-turn prompt loses its first exchange; the long single question still fills --max-length: TRL drops it
+    assert report["hyperparameters"]["prompts_shortened"] == 1
+    assert report["hyperparameters"]["pairs_trained"] == 5
+    assert "1 of 6 pairs have a prompt" in result.stderr
     assert report["hyperparameters"]["label_smoothing"] == pytest.approx(0.2)
     assert report["metrics"]["steps"] == 2 and report["metrics"]["train_loss"] > 0
 

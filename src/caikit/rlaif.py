@@ -182,6 +182,8 @@ def run(
     tokenizer = models.load_tokenizer(path)
     if options.algo == "dpo":
         rows, described = _dpo_rows(list(prompts), options)
+        if shortened := shorten_prompts(rows, tokenizer, options.max_length):
+            log.info("%d of %d prompts lost their earliest turns to fit --max-length %d", shortened, len(rows), options.max_length)
     else:
         rows, described = read_prompt_sources(list(prompts), options.seed)
     work = training.prepare_output(out, overwrite=overwrite, resume=resume)
@@ -242,7 +244,7 @@ def run(
             "batch_size": options.batch_size, "grad_accum": options.grad_accum, "seed": options.seed,
             "lora": vars(options.lora) if options.lora else None, "device": device, "gradient_checkpointing": trainer.args.gradient_checkpointing, "vllm": options.vllm,
             **({"label_smoothing": _label_smoothing(options.label_smoothing, rows), "min_margin": options.min_margin,
-                "max_length": options.max_length, "pairs_trained": len(trainer.train_dataset)} if options.algo == "dpo" else {}),
+                "max_length": options.max_length, "prompts_shortened": shortened, "pairs_trained": len(trainer.train_dataset)} if options.algo == "dpo" else {}),
         },
         "metrics": {
             "steps": trainer.state.global_step,
@@ -275,6 +277,25 @@ def _dpo_rows(sources: list[tuple[str, float]], options: RlOptions) -> tuple[lis
         return kept
 
     return training.mix(sources, read, options.seed)
+
+
+def shorten_prompts(rows: list[dict], tokenizer, max_length: int) -> int:
+    """Drop the earliest exchanges of long multi-turn prompts (a system message and the last user turn
+    stay) until each takes at most half of `max_length` tokens, so that its responses keep room within
+    DPO's max_length; TRL would drop a pair whose prompt alone fills it. Returns how many changed."""
+    def length(prompt):
+        text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    changed = 0
+    for row in rows:
+        head = row["prompt"][:1] if row["prompt"][0]["role"] == "system" else []
+        body = row["prompt"][len(head):]
+        while len(body) > 2 and length(head + body) > max_length // 2:
+            body = body[2:]  # one user turn and its answer
+        if len(head + body) < len(row["prompt"]):
+            row["prompt"], changed = head + body, changed + 1
+    return changed
 
 
 def _label_smoothing(value: str, rows: list[dict]) -> float:

@@ -137,7 +137,7 @@ def rlaif(
     constitution: Constitution = "default",
     label_smoothing: Annotated[str, typer.Option("--label-smoothing", help="DPO: cDPO label noise, a number or auto (mean 1 - soft label).")] = "0",
     min_margin: Annotated[float, typer.Option("--min-margin", min=0.0, max=0.5, help="DPO: drop pairs with |label - 0.5| < M.")] = 0.0,
-    max_length: Annotated[int, typer.Option("--max-length", min=16, help="DPO: keep the first N tokens of prompt + response (pairs whose prompt fills N are dropped).")] = 1024,
+    max_length: Annotated[int, typer.Option("--max-length", min=16, help="DPO: keep the first N tokens of prompt + response; long multi-turn prompts lose their earliest turns first.")] = 1024,
     use_vllm: Annotated[bool, typer.Option("--use-vllm", help="GPU: generate rollouts with vLLM (TRL's use_vllm).", rich_help_panel="vLLM rollouts")] = False,
     vllm_mode: Annotated[str, choice("--vllm-mode", ("colocate", "server"), "colocate: vLLM in the training process; server: a `trl vllm-serve` server.", "mode")] = "colocate",
     vllm_server_url: Annotated[Optional[str], typer.Option("--vllm-server-url", help="--vllm-mode server: the trl vllm-serve URL (default http://localhost:8000).", rich_help_panel="vLLM rollouts")] = None,
