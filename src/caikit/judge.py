@@ -54,7 +54,9 @@ def escape(text: str) -> str:
     text = re.sub(r"\[{3,}", lambda m: " ".join("[" * len(m.group())), text)
     text = re.sub(r"\]{3,}", lambda m: " ".join("]" * len(m.group())), text)
     text = re.sub(r"\(\s*([ABab])\s*\)", lambda m: f"«{m.group(1)}»", text)
-    return re.sub(r"(?i)(the\s+answer\s+is)\s*:", r"\1 -", text)
+    text = re.sub(r"(?i)(the\s+answer\s+is)\s*:", r"\1 -", text)
+    # a bracket at either end would merge with the box around the text ("[[[" + "[x")
+    return (" " if text.startswith("[") else "") + text + (" " if text.endswith("]") else "")
 
 
 def render_conversation(prompt: list[dict]) -> str:
