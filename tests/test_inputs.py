@@ -149,3 +149,11 @@ def test_missing_file_and_unknown_format(tmp_path):
         read_prompts(path, "yaml")
     with pytest.raises(CaikitError, match=r"is a directory"):
         read_prompts(str(tmp_path))
+
+
+def test_jsonl_lines_end_at_newline_only(tmp_path):
+    """JSON strings may hold U+2028, U+0085 or \\x1c unescaped; str.splitlines() would cut records there."""
+    path = tmp_path / "odd.jsonl"
+    path.write_text('{"prompt": "one\u2028two\u0085three"}\r\n{"prompt": "second"}\n', encoding="utf-8")
+    prompts = [r["prompt"][0]["content"] for r in read_prompts(str(path))]
+    assert prompts == ["one\u2028two\u0085three", "second"]

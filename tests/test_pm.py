@@ -165,7 +165,7 @@ def test_long_pairs_keep_their_ends_and_still_teach(tiny_model, tmp_path):
     assert encoded[0]["chosen_ids"] == full[-40:]
     data = write(tmp_path / "long.jsonl", rows)
     out = tmp_path / "pm"
-    result = train("--data", str(data), "-o", str(out), "--base-model", str(tiny_model), "--epochs", "6", "--max-length", "40",
+    result = train("--data", str(data), "-o", str(out), "--base-model", str(tiny_model), "--epochs", "10", "--max-length", "40",
                    "--lr", "2e-3", "--batch-size", "8", "--eval-split", "0.2", "--device", "cpu", "-q")
     assert result.exit_code == 0, result.stderr
     report = json.loads((out / "caikit_train.json").read_text())

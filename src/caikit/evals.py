@@ -63,6 +63,8 @@ def bigbench_examples(path: Path) -> list[tuple[str, str, dict]]:
         text = example.get("input") if isinstance(example, dict) else None
         if not isinstance(text, str) or not isinstance(scores, dict) or len(scores) < 2:
             raise CaikitError(f"{where}: needs an 'input' and 'target_scores' with at least 2 options")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values()):
+            raise CaikitError(f"{where}: 'target_scores' values must be numbers")
         examples.append((where, text, scores))
     return examples
 
@@ -108,7 +110,7 @@ def load_items(paths: list[str]) -> list[dict]:
     for path in data_files(paths):
         items += bigbench_items(path) if path.suffix == ".json" else pair_items(path)
     if not items:
-        raise CaikitError("--data: no comparisons found")
+        raise CaikitError(f"-i {' '.join(paths)}: no comparisons found")
     return items
 
 
@@ -183,7 +185,7 @@ def mc_items(paths: list[str], seed: int = 0) -> list[dict]:
                 raise CaikitError(f"{where}: unknown multiple-choice format (expected prompt/corrects/incorrects or question/options/answer)")
             items.append({"text": text, "choices": choices, "correct": correct, "subset": row.get("subset", row.get("category", subset))})
     if not items:
-        raise CaikitError("--data: no questions found")
+        raise CaikitError(f"-i {' '.join(paths)}: no questions found")
     return items
 
 

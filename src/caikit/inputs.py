@@ -31,6 +31,7 @@ from caikit.records import pair_id, prompt_id
 
 FORMATS = ("auto", "jsonl", "csv", "txt", "hh")
 ROLES = ("system", "user", "assistant")
+MAX_LINE = 16 << 20  # characters in one JSONL record: far beyond any model's context
 _SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "txt"}
 _TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
 # Fields of an input record that describe the prompt or an earlier stage; the rest pass through.
@@ -60,6 +61,9 @@ def read_bytes(path: str) -> bytes:
 
 def decode(path: str, data: bytes) -> str:
     """UTF-8 text (a leading BOM is dropped); bad bytes are reported with their line number."""
+    if b"\x00" in data:
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        raise located(path, line, "a NUL byte: this is a binary (or UTF-16) file, not UTF-8 text")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -82,10 +86,13 @@ def detect_format(path: str, text: str, fmt: str) -> str:
 
 
 def jsonl_rows(path: str, text: str):
-    """(line number, object) for each non-blank line of JSONL text."""
-    for number, line in enumerate(text.splitlines(), start=1):
+    """(line number, object) for each non-blank line of JSONL text. Lines end at \n only: JSON strings
+    may hold U+2028, U+0085 and the like, which str.splitlines() would split at."""
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
+        if len(line) > MAX_LINE:
+            raise located(path, number, f"a line of {len(line) / 2**20:.0f} MB; one record may hold at most {MAX_LINE >> 20} MB")
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
@@ -123,13 +130,17 @@ def looks_like_transcript(text: str) -> bool:
     return text.lstrip("\n").startswith("Human:") and "\n\nAssistant:" in text
 
 
-def check_messages(messages, where: tuple[str, int]) -> list[dict]:
-    """Validate a conversation and drop trailing assistant turns (the prompt ends with the user)."""
+def check_messages(messages, where: tuple[str, int], key: str = "messages") -> list[dict]:
+    """Validate a conversation. A `prompt` must end with the user's turn; a whole chat (`messages`,
+    `chosen`) is answered after its last user turn (its trailing assistant turns are dropped)."""
     if not isinstance(messages, list) or not messages:
         raise located(*where, "a conversation must be a non-empty list of {role, content} messages")
     for k, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
             raise located(*where, f"message {k} must be {{\"role\": system|user|assistant, \"content\": string}}")
+    if key == "prompt" and messages[-1]["role"] != "user":
+        raise located(*where, f"'prompt' ends with the {messages[-1]['role']}'s turn; a prompt ends with the user's turn "
+                      "(a whole chat goes in 'messages' and is answered after its last user turn)")
     while messages and messages[-1]["role"] == "assistant":
         messages = messages[:-1]
     if not any(m["role"] == "user" for m in messages) or not messages[-1]["content"].strip():
@@ -144,7 +155,7 @@ def prompt_of(row: dict, where: tuple[str, int], *, hh: bool = False, keep_histo
         if value is None:
             continue
         if isinstance(value, list):
-            return check_messages(value, where)
+            return check_messages(value, where, key)
         if not isinstance(value, str):
             raise located(*where, f"'{key}' must be a string or a list of messages")
         if hh or key == "chosen" or looks_like_transcript(value):

@@ -46,6 +46,17 @@ def caikit_home() -> Path:
     return Path(os.environ.get("CAIKIT_HOME") or "~/.cache/caikit").expanduser()
 
 
+def require_safetensors(path: Path, where: str) -> None:
+    """caikit loads weights from safetensors only: unpickling a checkpoint (.bin, .pt) can run code."""
+    if any(path.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt") for p in path.glob(pattern))
+    if pickled:
+        raise CaikitError(f"{where}: only pickle weights ({pickled[0]}) in {path}; caikit loads .safetensors only "
+                          "(convert them with transformers' save_pretrained(safe_serialization=True))")
+    raise CaikitError(f"{where}: no model weights (*.safetensors) in {path}")
+
+
 def resolve(spec: str) -> Path:
     """Turn a model spec into a local HF model dir, converting or downloading once if needed."""
     if spec in BUILTIN_MODELS:
@@ -204,11 +215,7 @@ def load(
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     path = path or resolve(spec)
-    if not any(path.glob("*.safetensors")):
-        raise CaikitError(
-            f"--model {spec}: no .safetensors weights in {path}; caikit does not unpickle .bin checkpoints "
-            "(convert them with transformers' save_pretrained(safe_serialization=True))"
-        )
+    require_safetensors(path, f"--model {spec}")
     tokenizer = load_tokenizer(path, chat_template)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
     model.to(device).eval()

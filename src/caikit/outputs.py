@@ -46,7 +46,7 @@ def done_ids(path: Path) -> set[str]:
 class JsonlWriter:
     """`with JsonlWriter(path, resume=...) as out: out.write(record)`; `out.done` holds resumed ids."""
 
-    def __init__(self, path: str, *, resume: bool = False):
+    def __init__(self, path: str, *, resume: bool = False, inputs: tuple[str, ...] = ()):
         self.path = path
         self.done: set[str] = set()
         self.count = 0
@@ -61,6 +61,8 @@ class JsonlWriter:
             raise CaikitError(f"-o {path}: is a directory")
         if not target.parent.is_dir():
             raise CaikitError(f"-o {path}: directory {target.parent} does not exist")
+        if any(source != "-" and Path(source).resolve() == target.resolve() for source in inputs):
+            raise CaikitError(f"-o {path}: is also the input file; write to another file")
         if resume:
             if not partial.exists() and target.exists():
                 os.replace(target, partial)

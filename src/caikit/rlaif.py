@@ -180,6 +180,7 @@ def run(
     dtype = models.pick_dtype(options.dtype, device)
     path = models.resolve(policy)
     tokenizer = models.load_tokenizer(path)
+    models.require_safetensors(path, f"--policy {policy}")
     if options.algo == "dpo":
         rows, described = _dpo_rows(list(prompts), options)
         if shortened := shorten_prompts(rows, tokenizer, options.max_length):

@@ -65,8 +65,6 @@ def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool
     dataset = Dataset.from_list(rows)
     eval_dataset = None
     if options.eval_split > 0:
-        if len(rows) < 4:
-            raise CaikitError(f"--eval-split {options.eval_split}: too few examples ({len(rows)}) to hold some out")
         split = dataset.train_test_split(test_size=options.eval_split, seed=options.seed)
         dataset, eval_dataset = split["train"], split["test"]
     lr = options.lr or (2e-4 if options.lora else 2e-5)
@@ -102,6 +100,9 @@ def run(main: str, mixes: list[tuple[str, float]], out: Path, options: SftOption
     """Train, save the model to `out` atomically, and return the report written to caikit_train.json."""
     training.check_output(out, overwrite)
     rows, sources = mixed_dataset(main, mixes, options.seed)
+    models.require_safetensors(models.resolve(options.base_model), f"--base-model {options.base_model}")  # (before DIR.tmp is made)
+    if options.eval_split > 0 and len(rows) < 4:
+        raise CaikitError(f"--eval-split {options.eval_split}: too few examples ({len(rows)}) to hold some out")
     work = training.prepare_output(out, overwrite=overwrite, resume=resume)
     trainer, tokenizer, path, lr = build_trainer(rows, work, options, quiet)
     dataset, eval_dataset = trainer.train_dataset, trainer.eval_dataset

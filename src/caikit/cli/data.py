@@ -62,7 +62,7 @@ def redteam(
         raise CaikitError("--shard does not split --synthesize; give each worker its own --seed instead")
     records, mark = sharded(records, shard)
     timer, tokens = console.Timer(), 0
-    with JsonlWriter(output, resume=resume) as out:
+    with JsonlWriter(output, resume=resume, inputs=(input,)) as out:
         todo = [r for r in records if r["id"] not in out.done]
         wanted = max(synthesize - len(out.done), 0) if synthesize else len(todo)
         if wanted:
@@ -129,7 +129,7 @@ def revise(
         raise CaikitError(f"--constitution {constitution}: it has no critique/revision principles")
     records, mark = sharded(take(inputs.read_completions(input), limit), shard, key=lambda r: re.sub(r"-r\d+$", "", r["id"]))
     timer, tokens, failed = console.Timer(), 0, 0
-    with JsonlWriter(output, resume=resume) as out:
+    with JsonlWriter(output, resume=resume, inputs=(input,)) as out:
         todo = [r for r in records if r["id"] + (f"-r{rounds}" if keep_all else "") not in out.done]
         if todo:
             backend = engine.build(model)
@@ -249,7 +249,7 @@ def label(
         human = human_pairs([check_human], check_limit, options.seed)  # (all data is read before a model is loaded)
         feedback = engine.build(feedback_model, scoring=True)
         checked = check_against_humans(feedback, const, comparisons, options, human, min_agreement, quiet)
-    with JsonlWriter(output, resume=resume) as out:
+    with JsonlWriter(output, resume=resume, inputs=(input,)) as out:
         todo = stage.remaining(items, out.done, prompts=bool(policy))
         if todo:
             sampler = engine.build(policy) if policy else None
