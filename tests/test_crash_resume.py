@@ -75,6 +75,18 @@ def records(out: Path) -> dict[str, list[dict]]:
     return found
 
 
+def written(out: Path) -> int:
+    """Lines written so far to the output (its .partial files and the files already finished)."""
+    files = [out, Path(str(out) + ".partial")] if out.suffix == ".jsonl" else [*out.rglob("*.jsonl"), *out.rglob("*.partial")]
+    count = 0
+    for path in files:
+        try:
+            count += path.read_bytes().count(b"\n")
+        except OSError:
+            pass  # not there yet, or renamed meanwhile
+    return count
+
+
 def without_timestamps(value):
     if isinstance(value, dict):
         return {k: without_timestamps(v) for k, v in value.items() if k not in ("created", "seconds")}
@@ -101,6 +113,7 @@ def reference(stage: str, base: Path, tiny: Path) -> tuple[dict, float]:
 def trial(stage: str, seed: int, base: Path, tiny: Path, kills: int = 1) -> dict:
     """Kill the stage `kills` times at random moments, then resume until it finishes; compare."""
     expected, seconds = reference(stage, base, tiny)
+    total = sum(len(rows) for rows in expected.values())
     work = base / f"{stage}-{seed}"
     work.mkdir()
     for name in ("prompts.txt", "answers.jsonl", "pairs.jsonl"):
@@ -113,13 +126,17 @@ def trial(stage: str, seed: int, base: Path, tiny: Path, kills: int = 1) -> dict
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=ENV)
         runs += 1
         if attempt < kills:
-            try:
-                process.wait(timeout=rng.uniform(0.3, 1.0) * seconds)
-            except subprocess.TimeoutExpired:
-                killed_mid_write += any(p.suffix == ".partial" for p in work.rglob("*.partial"))
+            # the moment: once the output holds a random number of lines (0: at once), plus up to 50 ms
+            target, deadline = rng.randrange(total), time.time() + 10 * seconds + 60
+            while process.poll() is None and written(out) < target and time.time() < deadline:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0, 0.05))
+            if process.poll() is None:
+                killed_mid_write += written(out) > 0
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-                assert not out.exists() or out.is_dir(), "a killed run left a finished-looking file at -o"
+                if out.is_file():  # the kill came after the output was complete and renamed into place
+                    assert records(out) == expected, "a killed run left an incomplete file at -o"
                 continue
         _, err = process.communicate()
         if process.returncode == 0:
@@ -173,14 +190,13 @@ def test_a_killed_training_run_leaves_nothing_at_o_and_resumes_from_its_checkpoi
     data.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": "A careful answer."}]})
                             + "\n" for q in QUESTIONS))
     out = tmp_path / "model"
-    args = [*CAIKIT, "sft", "-i", str(data), "-o", str(out), "--base-model", str(tiny_model), "--max-steps", "40", "--save-steps", "5",
+    args = [*CAIKIT, "sft", "-i", str(data), "-o", str(out), "--base-model", str(tiny_model), "--max-steps", "300", "--save-steps", "10",
             "--batch-size", "2", "--device", "cpu", "-q"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=ENV)
     work = tmp_path / "model.tmp"
     deadline = time.time() + 300
     while not list(work.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    time.sleep(0.5)
+        time.sleep(0.01)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not out.exists(), "a killed training run left something at -o"
@@ -189,7 +205,7 @@ def test_a_killed_training_run_leaves_nothing_at_o_and_resumes_from_its_checkpoi
     done = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=ENV)
     assert done.returncode == 0, done.stderr[-1500:]
     report = json.loads((out / "caikit_train.json").read_text())
-    assert report["resumed_from"] == f"checkpoint-{saved[-1]}" and report["metrics"]["steps"] == 40
+    assert report["resumed_from"] == f"checkpoint-{saved[-1]}" and report["metrics"]["steps"] == 300
 
 
 if __name__ == "__main__":
