@@ -87,15 +87,6 @@ def write(path: Path, rows: list[dict]):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def wilson(k, n, z=1.96):
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return centre - half, centre + half
-
-
 def bootstrap_mean_diff(diffs: list[float], seed: int = 0, samples: int = 2000) -> tuple[float, float]:
     rng = random.Random(seed)
     means = sorted(sum(rng.choice(diffs) for _ in diffs) / len(diffs) for _ in range(samples))
@@ -222,13 +213,13 @@ def main():
     seconds["rlaif dpo"] = caikit("rlaif", "--policy", MODEL, "--algo", "dpo", "-i", files["train"], "--epochs", args.dpo_epochs,
                                   "--batch-size", 8, "--lora", "--lr", "2e-4", "--kl-coef", "0.1", "--max-length", args.max_length,
                                   "--device", "cpu", "-o", dpo, "--overwrite", "-q", log=log)
-    from caikit import inputs
+    from caikit import inputs, stats
 
     for name, path in (("held-out", files["held"]), ("training", files["train"])):
         pairs = inputs.read_preferences(str(path))
         ref, new = response_logprobs(MODEL, pairs), response_logprobs(str(dpo), pairs)
         right = sum((n[0] - r[0]) > (n[1] - r[1]) for n, r in zip(new, ref))
-        lo, hi = wilson(right, len(pairs))
+        lo, hi = stats.wilson(right, len(pairs))
         rows.append((f"dpo: {name} implicit-reward accuracy", f"before 0.500 (policy = reference) -> after {right / len(pairs):.3f} "
                      f"(95% CI {lo:.3f}-{hi:.3f}, n={len(pairs)})", "signal" if lo > 0.5 else "interval includes 0.5: not significant"))
 
