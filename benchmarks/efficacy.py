@@ -146,7 +146,8 @@ def main():
     parser.add_argument("--max-length", type=int, default=192, help="PM and DPO sequence length (tokens)")
     parser.add_argument("--pm-epochs", type=int, default=3)
     parser.add_argument("--curve", default="", help="extra training-set sizes for the PM learning curve, e.g. 40,80 (each costs its own PM)")
-    parser.add_argument("--dpo-epochs", type=int, default=2)
+    parser.add_argument("--dpo-epochs", type=int, default=1)
+    parser.add_argument("--dpo-held", type=int, default=200, help="held-out pairs for DPO's implicit-reward accuracy")
     parser.add_argument("--prompts", type=int, default=32, help="training prompts for RL")
     parser.add_argument("--held-prompts", type=int, default=100, help="held-out prompts for RL's evaluation")
     parser.add_argument("--rl-steps", type=int, default=16)
@@ -214,9 +215,13 @@ def main():
                                   "--batch-size", 8, "--lora", "--lr", "2e-4", "--kl-coef", "0.1", "--max-length", args.max_length,
                                   "--device", "cpu", "-o", dpo, "--overwrite", "-q", log=log)
     from caikit import inputs, stats
+    from caikit.backends import build
+    from caikit.rlaif import shorten_prompts
 
-    for name, path in (("held-out", files["held"]), ("training", files["train"])):
-        pairs = inputs.read_preferences(str(path))
+    tok = build("transformers", MODEL, device="cpu")._tok
+    for name, path, n in (("held-out", files["held"], args.dpo_held), ("training", files["train"], args.pairs)):
+        pairs = inputs.read_preferences(str(path))[:n]
+        shorten_prompts(pairs, tok, args.max_length)  # as DPO saw them in training
         ref, new = response_logprobs(MODEL, pairs), response_logprobs(str(dpo), pairs)
         right = sum((n[0] - r[0]) > (n[1] - r[1]) for n, r in zip(new, ref))
         lo, hi = stats.wilson(right, len(pairs))
@@ -236,9 +241,6 @@ def main():
     seconds["sft"] = caikit("sft", "-i", work / "sft_train.jsonl", "--base-model", MODEL, "-o", work / "sft", "--epochs", 3, "--batch-size", 4,
                             "--max-length", 512, "--device", "cpu", "--overwrite", "-q", log=log)
     held_sft = [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": r["completion"]} for r in revised[cut:]]
-    from caikit.backends import build
-
-    tok = build("transformers", MODEL, device="cpu")._tok
     counts = [len(tok(r["chosen"][0]["content"], add_special_tokens=False)["input_ids"]) for r in held_sft]
     loss = {}
     for name, model in (("before", MODEL), ("after", str(work / "sft"))):
@@ -249,7 +251,8 @@ def main():
 
     print(f"\ncaikit efficacy benchmark: {MODEL}, hh-rlhf harmless pairs split by prompt; {args.pairs} training pairs "
           f"(PM: LoRA, last {args.max_length} tokens, {args.pm_epochs} epochs), {args.held} held-out pairs, {len(held_prompts)} held-out prompts, "
-          f"RL {args.rl_steps} steps x 8 completions, DPO LoRA {args.dpo_epochs} epochs x {args.pairs} pairs (first {args.max_length} tokens), "
+          f"RL {args.rl_steps} steps x 8 completions, DPO LoRA {args.dpo_epochs} epoch(s) x {args.pairs} pairs (first {args.max_length} tokens; "
+          f"evaluated on {args.dpo_held} held-out pairs, long prompts shortened as in training), "
           f"SFT {cut} revisions x 3 epochs")
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from caikit import models
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -25,6 +27,7 @@ CHATML = (
 def caikit_home(tmp_path, monkeypatch):
     home = tmp_path / "caikit-home"
     monkeypatch.setenv("CAIKIT_HOME", str(home))
+    monkeypatch.setitem(models._PICKLE, "allowed", False)  # (--allow-pickle holds for a process)
     return home
 
 

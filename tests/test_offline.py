@@ -1,6 +1,7 @@
 """With HF_HUB_OFFLINE=1 caikit opens no network connection: sockets are blocked and stages still run
 (or refuse a hub id in one line), and nothing is unpickled or run from a model's own code."""
 
+import json
 import socket
 
 import pytest
@@ -57,3 +58,40 @@ def test_remote_code_is_never_trusted(tiny_model, tmp_path):
     (model / "config.json").write_text(json.dumps(config))
     loaded = models.load(str(model), device="cpu")
     assert type(loaded.model).__name__ == "LlamaForCausalLM"
+
+
+def test_pickle_weights_load_only_with_allow_pickle(tiny_model, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model, pickled, ignore=shutil.ignore_patterns("*.safetensors"))
+    torch.save(load_file(str(tiny_model / "model.safetensors")), pickled / "pytorch_model.bin")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("How do I open a stuck jar?\nName a red fruit.\n")
+    runner = CliRunner()
+
+    def redteam(model, out, *extra):
+        return runner.invoke(app, ["redteam", "-i", str(prompts), "-o", str(tmp_path / out), "--model", str(model),
+                                   "--max-new-tokens", "6", "--temperature", "0", "-q", *extra])
+
+    assert redteam(tiny_model, "safe.jsonl").exit_code == 0
+    allowed = redteam(pickled, "pickled.jsonl", "--allow-pickle")
+    assert allowed.exit_code == 0, allowed.stderr
+
+    def completions(name):
+        return [json.loads(line)["completion"] for line in (tmp_path / name).read_text().splitlines()]
+
+    assert len(completions("safe.jsonl")) == 2
+    assert completions("pickled.jsonl") == completions("safe.jsonl")  # the same weights, read from the pickle
+    refused = redteam(pickled, "again.jsonl")  # the permission lasts one command line, not the process
+    assert refused.exit_code == 2 and "--allow-pickle" in refused.stderr
+    # a training option group has the flag too; what it saves is safetensors
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": "Hi?", "chosen": f"Hello {i}.", "rejected": "Go away."}) + "\n" for i in range(4)))
+    trained = runner.invoke(app, ["train-pm", "-i", str(pairs), "--base-model", str(pickled), "-o", str(tmp_path / "pm"),
+                                  "--max-steps", "1", "--device", "cpu", "--allow-pickle", "-q"])
+    assert trained.exit_code == 0, trained.stderr
+    assert (tmp_path / "pm" / "model.safetensors").is_file()

@@ -46,14 +46,27 @@ def caikit_home() -> Path:
     return Path(os.environ.get("CAIKIT_HOME") or "~/.cache/caikit").expanduser()
 
 
-def require_safetensors(path: Path, where: str) -> None:
-    """caikit loads weights from safetensors only: unpickling a checkpoint (.bin, .pt) can run code."""
+_PICKLE = {"allowed": False}  # set for the whole process by --allow-pickle
+
+
+def allow_pickle(allowed: bool) -> bool:
+    """Let pickle-only checkpoints load (the `--allow-pickle` option's callback)."""
+    _PICKLE["allowed"] = allowed
+    return allowed
+
+
+def require_safetensors(path: Path, where: str) -> bool:
+    """caikit loads weights from safetensors only, unless --allow-pickle: unpickling a checkpoint (.bin,
+    .pt) can run code. Returns `use_safetensors` for from_pretrained."""
     if any(path.glob("*.safetensors")):
-        return
+        return True
     pickled = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt") for p in path.glob(pattern))
+    if pickled and _PICKLE["allowed"]:
+        log.warning("%s: loading pickle weights (%s) from %s, as --allow-pickle asks", where, pickled[0], path)
+        return False
     if pickled:
-        raise CaikitError(f"{where}: only pickle weights ({pickled[0]}) in {path}; caikit loads .safetensors only "
-                          "(convert them with transformers' save_pretrained(safe_serialization=True))")
+        raise CaikitError(f"{where}: only pickle weights ({pickled[0]}) in {path}; caikit loads .safetensors unless "
+                          "--allow-pickle (unpickling can run code: only for files you trust)")
     raise CaikitError(f"{where}: no model weights (*.safetensors) in {path}")
 
 
@@ -215,9 +228,9 @@ def load(
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     path = path or resolve(spec)
-    require_safetensors(path, f"--model {spec}")
+    safe = require_safetensors(path, f"--model {spec}")
     tokenizer = load_tokenizer(path, chat_template)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, use_safetensors=safe)
     model.to(device).eval()
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

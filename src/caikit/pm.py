@@ -132,8 +132,8 @@ class PreferenceModel:
             raise CaikitError(f"{option} {path}: not a one-logit sequence-classification model (train one with caikit train-pm)")
         self.device = models.pick_device(device)
         self.tokenizer = models.load_tokenizer(path)
-        models.require_safetensors(path, f"{option} {path}")
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+        safe = models.require_safetensors(path, f"{option} {path}")
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32, use_safetensors=safe)
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model.to(self.device).eval()
         self.batch_size = batch_size
@@ -175,10 +175,10 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
     dtype = models.pick_dtype(options.dtype, device)
     path = models.resolve(options.base_model)
     tokenizer = models.load_tokenizer(path, options.chat_template)
-    models.require_safetensors(path, f"--base-model {options.base_model}")
+    safe = models.require_safetensors(path, f"--base-model {options.base_model}")
     work = training.prepare_output(out, overwrite=overwrite, resume=resume)
 
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype, use_safetensors=True)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype, use_safetensors=safe)
     # The classification head reads the last non-pad token: without pad_token_id it reads a pad and
     # accuracy silently stalls near chance. Set it on the model and in the saved config.
     model.config.pad_token_id = tokenizer.pad_token_id

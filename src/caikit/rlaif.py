@@ -180,7 +180,7 @@ def run(
     dtype = models.pick_dtype(options.dtype, device)
     path = models.resolve(policy)
     tokenizer = models.load_tokenizer(path)
-    models.require_safetensors(path, f"--policy {policy}")
+    safe = models.require_safetensors(path, f"--policy {policy}")
     if options.algo == "dpo":
         rows, described = _dpo_rows(list(prompts), options)
         if shortened := shorten_prompts(rows, tokenizer, options.max_length):
@@ -188,7 +188,7 @@ def run(
     else:
         rows, described = read_prompt_sources(list(prompts), options.seed)
     work = training.prepare_output(out, overwrite=overwrite, resume=resume)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=safe)
     common = dict(
         learning_rate=options.lr,
         max_steps=options.max_steps,

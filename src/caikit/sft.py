@@ -60,7 +60,8 @@ def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool
     dtype = models.pick_dtype(options.dtype, device)
     path = models.resolve(options.base_model)
     tokenizer = models.load_tokenizer(path, options.chat_template)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
+    safe = models.require_safetensors(path, f"--base-model {options.base_model}")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=safe)
 
     dataset = Dataset.from_list(rows)
     eval_dataset = None

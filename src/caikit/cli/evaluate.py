@@ -10,7 +10,7 @@ import typer
 
 from caikit.cli.app import app, command, typer_app
 from caikit.cli.options import (
-    Constitution, Engine, Json, Limit, MaxNewTokens, PmDir, Quiet, Seed, ShardOption, choice, engine, named, sampling, take,
+    AllowPickle, Constitution, Engine, Json, Limit, MaxNewTokens, PmDir, Quiet, Seed, ShardOption, choice, engine, named, sampling, take,
     with_options,
 )
 from caikit.backends import SamplingParams
@@ -273,6 +273,7 @@ def eval_pm(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Conversations per forward pass.")] = 8,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     limit: Limit = None,
+    allow_pickle: AllowPickle = False,
     json_out: Json = False,
     quiet: Quiet = False,
 ):

@@ -23,6 +23,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from caikit import models
 from caikit.backends import BACKENDS, SamplingParams
 from caikit.errors import CaikitError
 from caikit.training import LoraOptions
@@ -92,6 +93,9 @@ Dtype = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or 
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Prompts (or conversations) per forward pass.")]
 ChatTemplate = Annotated[Optional[Path], typer.Option("--chat-template", help="Jinja chat template for a model that lacks one.")]
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Most tokens generated per response.")]
+AllowPickle = Annotated[bool, typer.Option(
+    "--allow-pickle", callback=models.allow_pickle,  # (set for the whole process when the command line is parsed)
+    help="Also load pickle-only checkpoints (.bin, .pt); unpickling can run code: only for files you trust.")]
 PmDir = Annotated[Optional[Path], typer.Option("--pm", help="Preference-model dir (from caikit train-pm).")]
 Backend = Annotated[
     str, choice("--backend", tuple(BACKENDS), "Backend of model specs without a prefix: transformers (CPU/GPU), vllm (GPU) or openai (a server).", "backend")
@@ -126,6 +130,7 @@ def engine(
     device: Device = "auto",
     batch_size: BatchSize = 16,
     chat_template: ChatTemplate = None,
+    allow_pickle: AllowPickle = False,
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="Server of openai:MODEL specs without @URL (default $OPENAI_BASE_URL).", rich_help_panel=SERVER)] = None,
     api_key_env: Annotated[str, typer.Option("--api-key-env", help="Environment variable that holds the server's API key.", rich_help_panel=SERVER)] = "OPENAI_API_KEY",
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Local tokenizer (model dir or spec) of a served model, for exact choice scores; default: the server's /tokenize.", rich_help_panel=SERVER)] = None,
@@ -162,6 +167,7 @@ def training(
     seed: Seed = 0,
     dtype: Dtype = "auto",
     device: Device = "auto",
+    allow_pickle: AllowPickle = False,
 ) -> dict:
     return dict(epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                 save_steps=save_steps, gradient_checkpointing=gradient_checkpointing, seed=seed, dtype=dtype, device=device)

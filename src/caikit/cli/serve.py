@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from caikit.cli.app import command
-from caikit.cli.options import Backend, BatchSize, ChatTemplate, Constitution, Device, Dtype, Model, PmDir, Quiet, Seed, choice
+from caikit.cli.options import AllowPickle, Backend, BatchSize, ChatTemplate, Constitution, Device, Dtype, Model, PmDir, Quiet, Seed, choice
 from caikit.errors import CaikitError
 
 
@@ -30,6 +30,7 @@ def serve(
     device: Device = "auto",
     batch_size: BatchSize = 16,
     chat_template: ChatTemplate = None,
+    allow_pickle: AllowPickle = False,
     quiet: Quiet = False,
 ):
     """Serve a model with an OpenAI-compatible API (/v1/models, /v1/chat/completions,
@@ -89,6 +90,7 @@ def serve_reward(
     device: Device = "auto",
     batch_size: BatchSize = 16,
     seed: Seed = 0,
+    allow_pickle: AllowPickle = False,
     quiet: Quiet = False,
 ):
     """Serve caikit's reward over HTTP for OpenRLHF (POST /get_reward, its --remote_rm_url) and verl
