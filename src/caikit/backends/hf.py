@@ -1,9 +1,11 @@
 """The transformers backend: batched generation and choice scoring with a Hugging Face causal LM.
 
-Batches are formed after sorting prompts by token length (longest first, so memory trouble shows up
-at once), left-padded, and run under `torch.inference_mode()` by a plain decode loop. Each sampled
-sequence has its own random generator, seeded from the seed, its prompt's token ids and its sample
-index: a run is repeatable for the same seed whatever the batch size or the batch's other prompts.
+Generation runs on the lean engine of `caikit.backends.decode` (static KV slots refilled as sequences
+end, a shared prefix prefilled once) for models it computes exactly, checked when the model loads;
+other models run a plain decode loop over left-padded batches. Prompts go longest first, so memory
+trouble shows up at once. Each sampled sequence has its own random generator, seeded from the seed,
+its prompt's token ids and its sample index: a run is repeatable for the same seed whatever the batch
+size or the batch's other prompts.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Sequence
 import torch
 
 from caikit import models
-from caikit.backends import Prompt, SamplingParams, encode, render
+from caikit.backends import Prompt, SamplingParams, decode, encode, render
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Generated:
 class TransformersBackend:
     name = "transformers"
 
-    def __init__(self, loaded: models.LoadedModel, batch_size: int = 16):
+    def __init__(self, loaded: models.LoadedModel, batch_size: int = 16, engine: str = "auto"):
         self.loaded = loaded
         self.model = loaded.spec
         self.batch_size = batch_size
@@ -59,6 +61,9 @@ class TransformersBackend:
         # transformers renamed `past_key_values` to `cache` in 5.x; speak whichever this version knows.
         forward = inspect.signature(self._hf.forward).parameters
         self._cache_kwarg = "cache" if "cache" in forward else "past_key_values"
+        lean = decode.Engine(self._hf) if engine != "plain" else None
+        self._engine = lean if lean is not None and lean.agrees() else None
+        self.engine = "lean" if self._engine else "plain"
 
     @classmethod
     def load(
@@ -105,12 +110,32 @@ class TransformersBackend:
         Each sampled row draws from its own generator, seeded from (seed, prompt ids, sample index),
         so a row's text does not depend on what it was batched with, here or in `caikit serve`.
         Gives texts, or with `details` `Generated` (text, tokens, finish reason) records."""
-        out: list = [None] * len(rows)
         self.prompt_tokens += sum(len(r.ids) for r in rows)
-        for indices in self._batches([r.ids for r in rows]):
-            for i, tokens in zip(indices, self._decode([rows[i] for i in indices])):
-                out[i] = self._finish(tokens, rows[i].params.stop)
+        if self._engine is not None:
+            found = self._engine.run(rows, self.batch_size, *self._policy(rows))
+        else:
+            found = [None] * len(rows)
+            for indices in self._batches([r.ids for r in rows]):
+                for i, tokens in zip(indices, self._decode([rows[i] for i in indices])):
+                    found[i] = tokens
+        out = [self._finish(tokens, row.params.stop) for tokens, row in zip(found, rows)]
         return out if details else [g.text for g in out]
+
+    def _policy(self, rows: Sequence["Row"]):
+        """The lean engine's `pick` and `done` for these rows."""
+        device = self.loaded.device
+        generators = [r.generator(device) for r in rows]
+        temperature = torch.tensor([r.params.temperature or 1.0 for r in rows], device=device)
+        top_p = torch.tensor([r.params.top_p for r in rows], device=device)
+
+        def pick(logits, indices):
+            index = torch.tensor(indices, device=device)
+            return decode.sample(logits, temperature[index], top_p[index], [generators[i] for i in indices])
+
+        def done(i, tokens):
+            return tokens[-1] in self._eos or len(tokens) >= rows[i].params.max_new_tokens or self._stopped(tokens, rows[i])
+
+        return pick, done
 
     def _decode(self, rows: list["Row"]) -> list[list[int]]:
         """A plain decode loop over one left-padded batch: prefill, then one token per step for the
@@ -121,8 +146,8 @@ class TransformersBackend:
         live = list(range(len(rows)))
         out: list[list[int]] = [[] for _ in rows]
         generators = [r.generator(device) for r in rows]
-        temperature = torch.tensor([r.params.temperature or 1.0 for r in rows], device=device).unsqueeze(1)
-        top_p = torch.tensor([r.params.top_p for r in rows], device=device).unsqueeze(1)
+        temperature = torch.tensor([r.params.temperature or 1.0 for r in rows], device=device)
+        top_p = torch.tensor([r.params.top_p for r in rows], device=device)
         cache, step = None, 0
         with torch.inference_mode():
             while live:
@@ -131,7 +156,7 @@ class TransformersBackend:
                                   logits_to_keep=1, **extra)
                 cache = result.cache if hasattr(result, "cache") else result.past_key_values
                 logits = result.logits[:, -1, :].float()
-                chosen = self._pick(logits, temperature, top_p, [generators[r] for r in live])
+                chosen = decode.sample(logits, temperature, top_p, [generators[r] for r in live])
                 step += 1
                 keep = []
                 for k, (r, token) in enumerate(zip(live, chosen)):
@@ -151,29 +176,12 @@ class TransformersBackend:
                 positions = positions[:, -1:] + 1
         return out
 
-    @staticmethod
-    def _pick(logits, temperature, top_p, generators) -> list[int]:
-        """Greedy rows (no generator) take the argmax; sampled rows draw from their nucleus."""
-        greedy = logits.argmax(-1).tolist()
-        if not any(generators):
-            return greedy
-        probs = (logits / temperature).softmax(-1)
-        sorted_probs, order = probs.sort(-1, descending=True)
-        outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # mass before the token already reaches top_p
-        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-        picked = []
-        for k, generator in enumerate(generators):
-            if generator is None:
-                picked.append(greedy[k])
-            else:
-                j = torch.multinomial(sorted_probs[k], 1, generator=generator).item()
-                picked.append(order[k, j].item())
-        return picked
-
     def _stopped(self, tokens: list[int], row: "Row") -> bool:
+        """Whether a stop string ends the text; only the last tokens are decoded, as many as the
+        longest stop string has characters (a token holds at least one), plus a few."""
         if not row.params.stop:
             return False
-        text = self._tok.decode(tokens, skip_special_tokens=True)
+        text = self._tok.decode(tokens[-(max(len(s) for s in row.params.stop) + 4):], skip_special_tokens=True)
         return any(s in text for s in row.params.stop)
 
     def _finish(self, row: list[int], stop: Sequence[str]) -> "Generated":

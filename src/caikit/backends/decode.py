@@ -1,0 +1,219 @@
+"""A lean decode engine for the transformers backend: the model's own decoder layers, driven without
+`generate` or the model's forward wrapper.
+
+- **Static KV slots.** Keys and values live in buffers preallocated per call, one row (slot) per
+  sequence, written in place; no per-step concatenation and no copy when a sequence ends.
+- **Refill.** A finished sequence hands its slot to the next waiting prompt, so the batch stays full
+  instead of waiting for its longest sample (continuous batching).
+- **Shared prefix once.** When every prompt of a call starts with the same tokens (a few-shot block, a
+  system prompt, a judging instruction), they are prefilled once and copied into each slot.
+- **Exact nucleus sampling without a full sort** when the top 64 tokens already hold the nucleus.
+
+Each sequence starts at column 0 of its slot (no left padding), so positions are plain counts. It
+drives any model whose decoder layers take (hidden, attention_mask, position_embeddings, cache) and
+call `cache.update` (Llama, Mistral, Qwen2/3, SmolLM...); `supports(model)` checks a model against its
+own forward before it is used, and the backend keeps its plain loop for the rest.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import deque
+
+import torch
+
+MIN_PREFIX = 16  # shorter shared prefixes are not worth a separate prefill
+TOP = 64  # tokens sorted per sampling step before falling back to a full sort
+
+
+class Slots:
+    """Per-layer key/value buffers [slots, kv_heads, length, head_dim]. The sequences in use occupy
+    slots [0, used); before each forward `aim` says at which columns the batch rows' new tokens go
+    and how many columns attention reads; the attention layers then call `update`, which stores the
+    new keys/values and returns columns [0, width) of slots [0, batch) (views, not copies)."""
+
+    def __init__(self, config, slots: int, length: int, dtype, device):
+        heads = config.num_key_value_heads
+        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.keys = [torch.zeros(slots, heads, length, dim, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.values = [torch.zeros_like(k) for k in self.keys]
+        self.columns, self.width = None, 0
+
+    def aim(self, columns: torch.Tensor, width: int) -> None:
+        """columns: [batch, tokens], where each new token goes; width: columns attention reads."""
+        self.columns, self.width = columns, width
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer: int, *args, **kwargs):
+        batch = len(self.columns)
+        rows = torch.arange(batch, device=key.device).unsqueeze(1)
+        keys, values = self.keys[layer], self.values[layer]
+        keys[rows, :, self.columns] = key.transpose(1, 2).to(keys.dtype)
+        values[rows, :, self.columns] = value.transpose(1, 2).to(values.dtype)
+        return keys[:batch, :, : self.width], values[:batch, :, : self.width]
+
+    def put(self, other: "Slots", first: int, width: int) -> None:
+        """Copy columns [0, width) of every slot of `other` into slots first, first + 1, ..."""
+        for mine, theirs in zip(self.keys + self.values, other.keys + other.values):
+            mine[first : first + len(theirs), :, :width] = theirs[:, :, :width]
+
+    def move(self, source: int, target: int, width: int) -> None:
+        for buffer in self.keys + self.values:
+            buffer[target, :, :width] = buffer[source, :, :width]
+
+
+class Engine:
+    """Runs token rows through `model` (a causal LM from transformers) with `Slots`."""
+
+    def __init__(self, model):
+        self.model = model
+        self.inner = model.base_model
+        parameter = next(model.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
+        # transformers renamed `past_key_values` to `cache` in 5.x; speak whichever this version knows
+        self.cache_kwarg = "cache" if "cache" in inspect.signature(self.inner.layers[0].forward).parameters else "past_key_values"
+
+    def agrees(self, tolerance: float = 1e-3) -> bool:
+        """Whether this engine computes what the model's own forward does (on 12 tokens and one more
+        decoded): models whose layers take other arguments fail here and keep the plain loop."""
+        ids = list(range(3, 15))
+        try:
+            with torch.inference_mode():
+                cache, first = self.prefill([ids[:-1]])
+                slots = Slots(self.model.config, 1, len(ids), self.dtype, self.device)
+                slots.put(cache, 0, len(ids) - 1)
+                second = self.step(slots, torch.tensor(ids[-1:], device=self.device), torch.tensor([len(ids) - 1], device=self.device))
+                plain = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0].float()
+        except Exception:  # noqa: BLE001 (any failure means: not this engine)
+            return False
+        return all(a.shape == b.shape and torch.allclose(a, b, atol=tolerance) for a, b in ((first[0], plain[-2]), (second[0], plain[-1])))
+
+    def _mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        """sdpa takes the boolean mask; other attention kernels add it to their scores."""
+        if self.model.config._attn_implementation == "sdpa":
+            return allowed
+        return torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill(~allowed, torch.finfo(self.dtype).min)
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Slots, last: torch.Tensor) -> torch.Tensor:
+        """Logits [batch, vocab] at column `last` of each row of `ids` [batch, tokens]; `mask` is
+        [batch, 1, tokens, width], True where a token may attend."""
+        hidden = self.inner.embed_tokens(ids)
+        embeddings = self.inner.rotary_emb(hidden, positions)
+        for layer in self.inner.layers:
+            hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=embeddings, **{self.cache_kwarg: cache})
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        hidden = hidden[torch.arange(len(ids), device=ids.device), last]
+        return self.model.lm_head(self.inner.norm(hidden)).float()
+
+    def prefill(self, rows: list[list[int]], start: int = 0, prefix: Slots | None = None) -> tuple[Slots, torch.Tensor]:
+        """Prefill `rows` (the token ids after the first `start`, whose keys/values are in `prefix`)
+        into new `Slots`; returns them and the logits after each row."""
+        n = max(len(r) for r in rows)
+        width = start + n
+        cache = Slots(self.model.config, len(rows), width, self.dtype, self.device)
+        if prefix is not None:
+            for mine, theirs in zip(cache.keys + cache.values, prefix.keys + prefix.values):
+                mine[:, :, :start] = theirs[:1, :, :start]
+        ids = torch.tensor([r + [0] * (n - len(r)) for r in rows], device=self.device)
+        columns = start + torch.arange(n, device=self.device).expand(len(rows), n)
+        ends = start + torch.tensor([len(r) for r in rows], device=self.device)
+        keys = torch.arange(width, device=self.device)
+        # token at column q of row b sees key column c when c <= q and c holds one of b's tokens
+        mask = (keys <= columns.unsqueeze(-1)) & (keys < ends.view(-1, 1, 1))
+        cache.aim(columns, width)
+        return cache, self.forward(ids, columns, self._mask(mask.unsqueeze(1)), cache, ends - 1 - start)
+
+    def step(self, cache: Slots, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """One decode step for slots [0, len(tokens)): each slot's latest token goes to column
+        `lengths` (the tokens it holds so far)."""
+        width = int(lengths.max()) + 1
+        mask = torch.arange(width, device=self.device) <= lengths.unsqueeze(1)
+        cache.aim(lengths.unsqueeze(1), width)
+        return self.forward(tokens.unsqueeze(1), lengths.unsqueeze(1), self._mask(mask.view(len(tokens), 1, 1, width)), cache,
+                            torch.zeros_like(lengths))
+
+    def run(self, rows: list, slots: int, pick, done) -> list[list[int]]:
+        """Generate for `rows` (each with `ids` and `params`), up to `slots` at a time, longest
+        prompts first. `pick(logits, indices)` gives the next token of each listed row;
+        `done(index, tokens)` says whether a row has finished with these tokens."""
+        shared = common_prefix([r.ids for r in rows]) if len(rows) > 1 else 0
+        shared = shared if shared >= MIN_PREFIX else 0
+        prefix = self.prefill([rows[0].ids[:shared]])[0] if shared else None
+        length = max(len(r.ids) + r.params.max_new_tokens for r in rows)
+        cache = Slots(self.model.config, min(slots, len(rows)), length, self.dtype, self.device)
+        waiting = deque(sorted(range(len(rows)), key=lambda i: -len(rows[i].ids)))
+        out: list[list[int]] = [[] for _ in rows]
+        where: list[int] = []  # the row in each used slot
+        lengths = torch.zeros(cache.keys[0].shape[0], dtype=torch.long, device=self.device)
+        last = torch.zeros_like(lengths)
+        with torch.inference_mode():
+            while waiting or where:
+                free = len(lengths) - len(where)
+                if waiting and free >= min(len(waiting), max(1, len(lengths) // 4)):
+                    new = [waiting.popleft() for _ in range(min(free, len(waiting)))]
+                    fresh, logits = self.prefill([rows[i].ids[shared:] for i in new], shared, prefix)
+                    first = len(where)
+                    cache.put(fresh, first, fresh.keys[0].shape[2])
+                    lengths[first : first + len(new)] = torch.tensor([len(rows[i].ids) for i in new])
+                    where += new
+                    batch = range(first, len(where))
+                else:
+                    used = len(where)
+                    logits = self.step(cache, last[:used], lengths[:used])
+                    lengths[:used] += 1
+                    batch = range(used)
+                tokens = pick(logits, [where[s] for s in batch])
+                finished = []
+                for s, token in zip(batch, tokens):
+                    out[where[s]].append(token)
+                    last[s] = token
+                    if done(where[s], out[where[s]]):
+                        finished.append(s)
+                for s in reversed(finished):  # the last used slot moves into the freed one
+                    end = len(where) - 1
+                    if s != end:
+                        cache.move(end, s, int(lengths[end]))
+                        lengths[s], last[s], where[s] = lengths[end], last[end], where[end]
+                    where.pop()
+        return out
+
+
+def common_prefix(rows: list[list[int]]) -> int:
+    """Length of the longest token prefix all rows share, leaving each row at least one token."""
+    first, n = rows[0], min(len(r) for r in rows) - 1
+    for r in rows[1:]:
+        k = 0
+        while k < n and r[k] == first[k]:
+            k += 1
+        n = k
+    return max(n, 0)
+
+
+def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, generators: list) -> list[int]:
+    """The next token of each row: the argmax for greedy rows (generator None); for the others a
+    draw from the nucleus (the most likely tokens whose mass before each reaches `top_p`) of the
+    softmax at `temperature`, by one uniform number from the row's own generator. The nucleus is
+    found among the top 64 tokens when they hold it, by a full sort otherwise (no sort at top_p 1)."""
+    picked = logits.argmax(-1).tolist()
+    rows = [k for k, g in enumerate(generators) if g is not None]
+    if not rows:
+        return picked
+    index = torch.tensor(rows, device=logits.device)
+    probs = (logits[index] / temperature[index].unsqueeze(1)).softmax(-1)
+    p = top_p[index]
+    top = min(TOP, probs.shape[1])
+    values, order = probs.topk(top, dim=-1)
+    short = ((values.sum(-1) < p) & (p < 1)).nonzero().flatten().tolist()
+    for k, row in enumerate(rows):
+        generator = generators[row]
+        u = torch.rand(1, generator=generator, device=generator.device).item()
+        if p[k] >= 1:  # the whole distribution: no need to sort it
+            weights, tokens = probs[k], None
+        else:
+            weights, tokens = (values[k], order[k]) if k not in short else probs[k].sort(descending=True)
+            weights = weights.masked_fill(weights.cumsum(0) - weights >= p[k], 0.0)
+        cumulative = weights.cumsum(0)
+        j = min(int(torch.searchsorted(cumulative, u * cumulative[-1], right=True)), len(cumulative) - 1)
+        while weights[j] == 0:  # (u landed on the edge of a zero-weight token)
+            j -= 1
+        picked[row] = int(tokens[j]) if tokens is not None else j
+    return picked

@@ -1,0 +1,77 @@
+"""The lean decode engine computes what the plain loop computes: identical greedy and seeded samples
+whatever the batch size (refilled slots), with a shared prefix prefilled once; logits equal to the
+model's own forward; the sampler draws only from the exact nucleus."""
+
+import pytest
+import torch
+
+from caikit import models
+from caikit.backends import SamplingParams, decode
+from caikit.backends.hf import TransformersBackend
+
+SYSTEM = {"role": "system", "content": "You are a careful assistant. Answer the question below in one short sentence. " * 3}
+QUESTIONS = [[{"role": "user", "content": f"Question {i}: how would you {verb} it? " * (1 + i % 3)}]
+             for i, verb in enumerate(["fix", "break", "sell", "open", "hide", "paint", "lift"])]
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_model):
+    loaded = models.load(str(tiny_model), device="cpu")
+    lean, plain = TransformersBackend(loaded), TransformersBackend(loaded, engine="plain")
+    assert (lean.engine, plain.engine) == ("lean", "plain")
+    return lean, plain
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+@pytest.mark.parametrize("shared", [False, True])
+def test_lean_engine_gives_the_plain_loops_texts(engines, batch_size, shared):
+    lean, plain = engines
+    prompts = [[SYSTEM] + q for q in QUESTIONS] if shared else QUESTIONS
+    if shared:
+        assert decode.common_prefix([lean.encode(p) for p in prompts]) >= decode.MIN_PREFIX
+    lean.batch_size = plain.batch_size = batch_size
+    for params in (SamplingParams(max_new_tokens=24, temperature=0),
+                   SamplingParams(max_new_tokens=24, temperature=1.0, top_p=0.8, seed=1, n=2),
+                   SamplingParams(max_new_tokens=24, temperature=0.7, top_p=1.0, seed=2, stop=("e",))):
+        texts = lean.generate(prompts, params)
+        assert texts == plain.generate(prompts, params)
+        assert len(set(texts)) > 1
+
+
+def test_lean_logits_equal_the_models_forward(engines):
+    lean, _ = engines
+    engine = lean._engine
+    ids = [lean.encode(q) for q in QUESTIONS[:3]]
+    with torch.inference_mode():
+        _, logits = engine.prefill(ids)
+        for row, found in zip(ids, logits):
+            plain = lean._hf(input_ids=torch.tensor([row])).logits[0, -1]
+            assert torch.allclose(found.log_softmax(-1), plain.log_softmax(-1), atol=1e-4)
+
+
+def test_a_model_the_engine_does_not_compute_keeps_the_plain_loop(tiny_model, monkeypatch):
+    monkeypatch.setattr(decode.Engine, "forward", lambda self, *a, **k: torch.zeros(1, 3))
+    assert TransformersBackend(models.load(str(tiny_model), device="cpu")).engine == "plain"
+
+
+def test_the_sampler_draws_only_from_the_nucleus():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 300) * torch.tensor([0.1, 1, 3, 8, 1, 3]).unsqueeze(1)  # flat to peaked rows
+    temperature = torch.ones(6)
+    top_p = torch.tensor([0.9, 0.5, 0.95, 0.3, 1.0, 0.99])
+    probs = logits.softmax(-1)
+    allowed = []
+    for row, p in zip(probs, top_p):
+        values, order = row.sort(descending=True)
+        allowed.append(set(order[(values.cumsum(0) - values) < p].tolist()))
+    generators = [torch.Generator().manual_seed(k) for k in range(6)]
+    seen = [set() for _ in range(6)]
+    for _ in range(300):
+        for k, token in enumerate(decode.sample(logits, temperature, top_p, generators)):
+            seen[k].add(token)
+    for k in range(6):
+        assert seen[k] <= allowed[k], k
+    assert len(seen[0]) > 64  # the flat row's nucleus is larger than the top-64 fast path
+    assert seen[3] == allowed[3] and len(seen[4]) > 100
+    greedy = decode.sample(logits, temperature, top_p, [None] * 6)
+    assert greedy == logits.argmax(-1).tolist()
