@@ -185,15 +185,31 @@ def test_a_full_disk_is_exit_1_and_resume_completes(crash_base, tiny_model):
     assert records(out) == expected
 
 
-def test_a_killed_training_run_leaves_nothing_at_o_and_resumes_from_its_checkpoint(tiny_model, tmp_path):
-    data = tmp_path / "sft.jsonl"
-    data.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": "A careful answer."}]})
-                            + "\n" for q in QUESTIONS))
-    out = tmp_path / "model"
-    args = [*CAIKIT, "sft", "-i", str(data), "-o", str(out), "--base-model", str(tiny_model), "--max-steps", "300", "--save-steps", "10",
-            "--batch-size", "2", "--device", "cpu", "-q"]
+def training_args(stage: str, tmp: Path, tiny: Path, pm: Path) -> tuple[list[str], int]:
+    """A training command that takes long enough to be killed after a checkpoint, and its step count."""
+    prompts = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    data = tmp / f"{stage}.jsonl"
+    if stage == "sft":
+        rows = [{"prompt": p, "completion": [{"role": "assistant", "content": "A careful answer."}]} for p in prompts]
+        args, steps = ["--base-model", str(tiny), "--batch-size", "2"], 300
+    elif stage == "train-pm":
+        rows = [{"prompt": p, "chosen": [{"role": "assistant", "content": "A careful answer."}],
+                 "rejected": [{"role": "assistant", "content": "No."}]} for p in prompts]
+        args, steps = ["--base-model", str(tiny), "--batch-size", "2"], 200
+    else:  # rlaif (RLOO against the tiny PM)
+        rows = [{"prompt": p} for p in prompts]
+        args, steps = ["--policy", str(tiny), "--reward", str(pm), "--algo", "rloo", "--batch-size", "4", "--num-generations", "2",
+                       "--max-new-tokens", "4"], 60
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return [*CAIKIT, stage, "-i", str(data), "-o", str(tmp / "model"), *args, "--max-steps", str(steps), "--save-steps", "5",
+            "--device", "cpu", "-q"], steps
+
+
+@pytest.mark.parametrize("stage", ["sft", "train-pm", "rlaif"])
+def test_a_killed_training_run_leaves_nothing_at_o_and_resumes_from_its_checkpoint(stage, tiny_model, tiny_pm, tmp_path):
+    args, steps = training_args(stage, tmp_path, tiny_model, tiny_pm)
+    out, work = tmp_path / "model", tmp_path / "model.tmp"
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=ENV)
-    work = tmp_path / "model.tmp"
     deadline = time.time() + 300
     while not list(work.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline and process.poll() is None:
         time.sleep(0.01)
@@ -201,11 +217,11 @@ def test_a_killed_training_run_leaves_nothing_at_o_and_resumes_from_its_checkpoi
     process.wait()
     assert not out.exists(), "a killed training run left something at -o"
     saved = sorted(int(p.name.split("-")[1]) for p in work.glob("checkpoint-*") if (p / "trainer_state.json").exists())
-    assert saved, "no checkpoint was written before the kill"
+    assert saved and saved[-1] < steps, "no checkpoint was written before the kill, or the run had finished"
     done = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=ENV)
     assert done.returncode == 0, done.stderr[-1500:]
     report = json.loads((out / "caikit_train.json").read_text())
-    assert report["resumed_from"] == f"checkpoint-{saved[-1]}" and report["metrics"]["steps"] == 300
+    assert report["resumed_from"] == f"checkpoint-{saved[-1]}" and report["metrics"]["steps"] == steps
 
 
 if __name__ == "__main__":
