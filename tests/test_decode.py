@@ -75,3 +75,21 @@ def test_the_sampler_draws_only_from_the_nucleus():
     assert seen[3] == allowed[3] and len(seen[4]) > 100
     greedy = decode.sample(logits, temperature, top_p, [None] * 6)
     assert greedy == logits.argmax(-1).tolist()
+
+
+def test_lean_choice_scores_equal_the_plain_ones(engines):
+    from caikit import judge
+    from caikit.constitution import Comparison
+
+    lean, plain = engines
+    principles = [Comparison("p1", "Which response is kinder?"), Comparison("p2", "Which response is more honest?")]
+    prompts = [judge.conversation(q, "Sure, here is how.", "I would rather not.", p)
+               for q in QUESTIONS for p in principles] + ["A plain string prompt"]
+    heads, _, _ = decode.groups(sorted(lean.encode(p) for p in prompts))
+    assert heads  # the two principles of a question share its beginning
+    for batch_size in (1, 4, 32):
+        lean.batch_size = plain.batch_size = batch_size
+        uneven = [[" yes", " no thanks"] if k % 2 else [" a much longer answer than the other ones here"] for k in range(len(prompts))]
+        for choices in (list(judge.CHOICES), [" yes", " no thanks"], uneven):
+            found, expected = lean.score_choices(prompts, choices), plain.score_choices(prompts, choices)
+            assert all(abs(a - b) < 1e-4 for fa, fb in zip(found, expected) for a, b in zip(fa, fb)), (found, expected)
