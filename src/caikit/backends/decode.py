@@ -5,8 +5,9 @@
   sequence, written in place; no per-step concatenation and no copy when a sequence ends.
 - **Refill.** A finished sequence hands its slot to the next waiting prompt, so the batch stays full
   instead of waiting for its longest sample (continuous batching).
-- **Shared prefix once.** When every prompt of a call starts with the same tokens (a few-shot block, a
-  system prompt, a judging instruction), they are prefilled once and copied into each slot.
+- **Shared beginnings once.** Prompts are taken in sorted order; neighbours that start with the same
+  tokens (a few-shot block, a system prompt, one conversation judged under several principles or in
+  both option orders) have those tokens prefilled once and copied into each slot.
 - **Exact nucleus sampling without a full sort** when the top 64 tokens already hold the nucleus.
 
 Each sequence starts at column 0 of its slot (no left padding), so positions are plain counts. It
@@ -70,6 +71,7 @@ class Engine:
         parameter = next(model.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
         # transformers renamed `past_key_values` to `cache` in 5.x; speak whichever this version knows
+        self.share_prefixes = True  # (off only to measure what sharing saves)
         self.cache_kwarg = "cache" if "cache" in inspect.signature(self.inner.layers[0].forward).parameters else "past_key_values"
 
     def agrees(self, tolerance: float = 1e-3) -> bool:
@@ -143,7 +145,7 @@ class Engine:
             for at in range(0, len(order), batch):
                 part = order[at : at + batch]
                 rows = [prompts[i] for i in part]
-                heads, owners, starts = groups(rows)
+                heads, owners, starts = groups(rows) if self.share_prefixes else ([], [], [0] * len(rows))
                 held = self.prefill(heads)[0] if heads else None
                 cache, after = self.prefill([r[s:] for r, s in zip(rows, starts)], (held, owners, starts) if held else None)
                 flat = [(b, c) for b, i in enumerate(part) for c in choices[i]]
@@ -166,15 +168,16 @@ class Engine:
                             torch.zeros_like(lengths))
 
     def run(self, rows: list, slots: int, pick, done) -> list[list[int]]:
-        """Generate for `rows` (each with `ids` and `params`), up to `slots` at a time, longest
-        prompts first. `pick(logits, indices)` gives the next token of each listed row;
-        `done(index, tokens)` says whether a row has finished with these tokens."""
-        shared = common_prefix([r.ids for r in rows]) if len(rows) > 1 else 0
-        shared = shared if shared >= MIN_PREFIX else 0
-        prefix = self.prefill([rows[0].ids[:shared]])[0] if shared else None
+        """Generate for `rows` (each with `ids` and `params`), up to `slots` at a time, in sorted
+        order, so that prompts sharing a beginning (a few-shot block, a system prompt) run together
+        after that beginning is prefilled once. `pick(logits, indices)` gives the next token of each
+        listed row; `done(index, tokens)` says whether a row has finished with these tokens."""
+        order = sorted(range(len(rows)), key=lambda i: rows[i].ids)
+        heads, owners, starts = groups([rows[i].ids for i in order]) if self.share_prefixes else ([], [0] * len(rows), [0] * len(rows))
+        held = self.prefill(heads)[0] if heads else None
         length = max(len(r.ids) + r.params.max_new_tokens for r in rows)
         cache = Slots(self.model.config, min(slots, len(rows)), length, self.dtype, self.device)
-        waiting = deque(sorted(range(len(rows)), key=lambda i: -len(rows[i].ids)))
+        waiting = deque(zip(order, owners, starts))
         out: list[list[int]] = [[] for _ in rows]
         where: list[int] = []  # the row in each used slot
         lengths = torch.zeros(cache.keys[0].shape[0], dtype=torch.long, device=self.device)
@@ -183,8 +186,9 @@ class Engine:
             while waiting or where:
                 free = len(lengths) - len(where)
                 if waiting and free >= min(len(waiting), max(1, len(lengths) // 4)):
-                    new = [waiting.popleft() for _ in range(min(free, len(waiting)))]
-                    fresh, logits = self.prefill([rows[i].ids[shared:] for i in new], (prefix, [0] * len(new), [shared] * len(new)) if prefix else None)
+                    new, owner, start = zip(*[waiting.popleft() for _ in range(min(free, len(waiting)))])
+                    fresh, logits = self.prefill([rows[i].ids[s:] for i, s in zip(new, start)], (held, owner, start) if held else None)
+                    new = list(new)
                     first = len(where)
                     cache.put(fresh, first, fresh.keys[0].shape[2])
                     lengths[first : first + len(new)] = torch.tensor([len(rows[i].ids) for i in new])
@@ -211,23 +215,34 @@ class Engine:
         return out
 
 
-def groups(rows: list[list[int]]) -> tuple[list[list[int]], list[int], list[int]]:
-    """Runs of neighbouring rows (in sorted order) that share at least MIN_PREFIX leading tokens:
-    (each run's shared tokens, each row's run, each row's count of shared tokens). A row in no run
-    has count 0."""
+def groups(rows: list[list[int]], longest: int = 256) -> tuple[list[list[int]], list[int], list[int]]:
+    """Split sorted rows into runs of neighbours whose shared beginning is prefilled once: (each run's
+    shared tokens, each row's run, each row's count of shared tokens; 0 for a row in no run). The
+    runs maximize the tokens saved, sum of shared x (size - 1), by dynamic programming over runs of at
+    most `longest` rows; a run must share at least MIN_PREFIX tokens."""
+    n = len(rows)
+    between = [common_prefix([rows[k], rows[k + 1]]) for k in range(n - 1)]
+    best, cut = [0] * (n + 1), [0] * (n + 1)  # best saving of rows[:j], and where its last run starts
+    for j in range(1, n + 1):
+        best[j], cut[j] = best[j - 1], j - 1
+        shared = len(rows[j - 1]) - 1
+        for i in range(j - 2, max(-1, j - 1 - longest), -1):  # the run rows[i:j]
+            shared = min(shared, between[i])
+            if shared < MIN_PREFIX:
+                break
+            if best[i] + shared * (j - 1 - i) > best[j]:
+                best[j], cut[j] = best[i] + shared * (j - 1 - i), i
     heads: list[list[int]] = []
-    owners, starts = [0] * len(rows), [0] * len(rows)
-    k = 0
-    while k < len(rows):
-        end, shared = k + 1, len(rows[k]) - 1
-        while end < len(rows) and min(shared, common_prefix([rows[end - 1], rows[end]])) >= MIN_PREFIX:
-            shared = min(shared, common_prefix([rows[end - 1], rows[end]]))
-            end += 1
-        if end - k > 1:
-            heads.append(rows[k][:shared])
-            for j in range(k, end):
-                owners[j], starts[j] = len(heads) - 1, shared
-        k = end
+    owners, starts = [0] * n, [0] * n
+    j = n
+    while j > 0:
+        i = cut[j]
+        if j - i > 1:
+            shared = min(between[i : j - 1])
+            heads.append(rows[i][:shared])
+            for k in range(i, j):
+                owners[k], starts[k] = len(heads) - 1, shared
+        j = i
     return heads, owners, starts
 
 
