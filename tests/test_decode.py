@@ -75,3 +75,31 @@ def test_the_sampler_draws_only_from_the_nucleus():
     assert seen[3] == allowed[3] and len(seen[4]) > 100
     greedy = decode.sample(logits, temperature, top_p, [None] * 6)
     assert greedy == logits.argmax(-1).tolist()
+
+
+def test_lean_choice_scores_equal_the_plain_ones(engines):
+    from caikit import judge
+    from caikit.constitution import Comparison
+
+    lean, plain = engines
+    principles = [Comparison("p1", "Which response is kinder?"), Comparison("p2", "Which response is more honest?")]
+    prompts = [judge.conversation(q, "Sure, here is how.", "I would rather not.", p)
+               for q in QUESTIONS for p in principles] + ["A plain string prompt"]
+    heads, _, _ = decode.groups(sorted(lean.encode(p) for p in prompts))
+    assert heads  # the two principles of a question share its beginning
+    for batch_size in (1, 4, 32):
+        lean.batch_size = plain.batch_size = batch_size
+        uneven = [[" yes", " no thanks"] if k % 2 else [" a much longer answer than the other ones here"] for k in range(len(prompts))]
+        for choices in (list(judge.CHOICES), [" yes", " no thanks"], uneven):
+            found, expected = lean.score_choices(prompts, choices), plain.score_choices(prompts, choices)
+            assert all(abs(a - b) < 1e-4 for fa, fb in zip(found, expected) for a, b in zip(fa, fb)), (found, expected)
+
+
+def test_runs_sharing_a_beginning_are_chosen_to_save_the_most_tokens():
+    system = list(range(100, 120))  # 20 tokens every row shares
+    shot_a, shot_b = list(range(200, 300)), list(range(300, 400))
+    rows = sorted([system + shot_a + [k] for k in range(3)] + [system + shot_b + [k, 9] for k in range(2)] + [[1, 2, 3]])
+    heads, owners, starts = decode.groups(rows)
+    assert [len(h) for h in heads] == [120, 120]  # two few-shot runs, not one run of the system prompt
+    assert starts == [0, 120, 120, 120, 120, 120] and owners[1] == owners[3] != owners[4] == owners[5]
+    assert decode.groups([[1] * 40, [2] * 40]) == ([], [0, 0], [0, 0])

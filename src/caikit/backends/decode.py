@@ -5,8 +5,9 @@
   sequence, written in place; no per-step concatenation and no copy when a sequence ends.
 - **Refill.** A finished sequence hands its slot to the next waiting prompt, so the batch stays full
   instead of waiting for its longest sample (continuous batching).
-- **Shared prefix once.** When every prompt of a call starts with the same tokens (a few-shot block, a
-  system prompt, a judging instruction), they are prefilled once and copied into each slot.
+- **Shared beginnings once.** Prompts are taken in sorted order; neighbours that start with the same
+  tokens (a few-shot block, a system prompt, one conversation judged under several principles or in
+  both option orders) have those tokens prefilled once and copied into each slot.
 - **Exact nucleus sampling without a full sort** when the top 64 tokens already hold the nucleus.
 
 Each sequence starts at column 0 of its slot (no left padding), so positions are plain counts. It
@@ -70,6 +71,7 @@ class Engine:
         parameter = next(model.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
         # transformers renamed `past_key_values` to `cache` in 5.x; speak whichever this version knows
+        self.share_prefixes = True  # (off only to measure what sharing saves)
         self.cache_kwarg = "cache" if "cache" in inspect.signature(self.inner.layers[0].forward).parameters else "past_key_values"
 
     def agrees(self, tolerance: float = 1e-3) -> bool:
@@ -93,34 +95,68 @@ class Engine:
             return allowed
         return torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill(~allowed, torch.finfo(self.dtype).min)
 
-    def forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Slots, last: torch.Tensor) -> torch.Tensor:
-        """Logits [batch, vocab] at column `last` of each row of `ids` [batch, tokens]; `mask` is
-        [batch, 1, tokens, width], True where a token may attend."""
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Slots, last: torch.Tensor | None) -> torch.Tensor:
+        """Logits at column `last` of each row of `ids` [batch, tokens] ([batch, vocab]), or at every
+        column when `last` is None ([batch, tokens, vocab]); `mask` is [batch, 1, tokens, width],
+        True where a token may attend."""
         hidden = self.inner.embed_tokens(ids)
         embeddings = self.inner.rotary_emb(hidden, positions)
         for layer in self.inner.layers:
             hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=embeddings, **{self.cache_kwarg: cache})
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-        hidden = hidden[torch.arange(len(ids), device=ids.device), last]
+        if last is not None:
+            hidden = hidden[torch.arange(len(ids), device=ids.device), last]
         return self.model.lm_head(self.inner.norm(hidden)).float()
 
-    def prefill(self, rows: list[list[int]], start: int = 0, prefix: Slots | None = None) -> tuple[Slots, torch.Tensor]:
-        """Prefill `rows` (the token ids after the first `start`, whose keys/values are in `prefix`)
-        into new `Slots`; returns them and the logits after each row."""
+    def prefill(self, rows: list[list[int]], prefix: tuple[Slots, list[int], list[int]] | None = None,
+                every: bool = False) -> tuple[Slots, torch.Tensor]:
+        """Prefill `rows` into new `Slots`; returns them and the logits after each row (with `every`,
+        after each of its tokens). With `prefix` = (slots, owners, starts), row b continues the first
+        starts[b] tokens held in slot owners[b], whose keys/values are copied, not recomputed."""
+        starts = prefix[2] if prefix else [0] * len(rows)
         n = max(len(r) for r in rows)
-        width = start + n
-        cache = Slots(self.model.config, len(rows), width, self.dtype, self.device)
-        if prefix is not None:
-            for mine, theirs in zip(cache.keys + cache.values, prefix.keys + prefix.values):
-                mine[:, :, :start] = theirs[:1, :, :start]
+        width = max(s + len(r) for s, r in zip(starts, rows))
+        cache = Slots(self.model.config, len(rows), width + 1, self.dtype, self.device)  # + a column for padding
+        if prefix is not None and max(starts):
+            held, owners = prefix[0], torch.tensor(prefix[1], device=self.device)
+            copied = min(max(starts), held.keys[0].shape[2])  # (columns past a row's start are overwritten or masked)
+            for mine, theirs in zip(cache.keys + cache.values, held.keys + held.values):
+                mine[:, :, :copied] = theirs[owners, :, :copied]
         ids = torch.tensor([r + [0] * (n - len(r)) for r in rows], device=self.device)
-        columns = start + torch.arange(n, device=self.device).expand(len(rows), n)
-        ends = start + torch.tensor([len(r) for r in rows], device=self.device)
+        first = torch.tensor(starts, device=self.device).unsqueeze(1)
+        ends = first + torch.tensor([len(r) for r in rows], device=self.device).unsqueeze(1)
+        columns = first + torch.arange(n, device=self.device)
+        columns = columns.masked_fill(columns >= ends, width)  # padding goes to the last column, never read
         keys = torch.arange(width, device=self.device)
-        # token at column q of row b sees key column c when c <= q and c holds one of b's tokens
-        mask = (keys <= columns.unsqueeze(-1)) & (keys < ends.view(-1, 1, 1))
+        # the token at column q of row b sees key column c when c <= q and c holds one of b's tokens
+        mask = (keys <= columns.unsqueeze(-1)) & (keys < ends.unsqueeze(-1))
         cache.aim(columns, width)
-        return cache, self.forward(ids, columns, self._mask(mask.unsqueeze(1)), cache, ends - 1 - start)
+        last = None if every else (ends - first - 1).squeeze(1)
+        return cache, self.forward(ids, columns, self._mask(mask.unsqueeze(1)), cache, last)
+
+    def score(self, prompts: list[list[int]], choices: list[list[list[int]]], batch: int) -> list[list[float]]:
+        """Summed log-probability of each choice's tokens after its prompt, `batch` prompts at a time.
+        Prompts are taken in sorted order so that those sharing a beginning (one conversation asked
+        in both option orders, or under several principles) meet in a batch, where that beginning is
+        prefilled once; each prompt is prefilled once for all its choices."""
+        out: list[list[float]] = [[] for _ in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: prompts[i])
+        with torch.inference_mode():
+            for at in range(0, len(order), batch):
+                part = order[at : at + batch]
+                rows = [prompts[i] for i in part]
+                heads, owners, starts = groups(rows) if self.share_prefixes else ([], [], [0] * len(rows))
+                held = self.prefill(heads)[0] if heads else None
+                cache, after = self.prefill([r[s:] for r, s in zip(rows, starts)], (held, owners, starts) if held else None)
+                flat = [(b, c) for b, i in enumerate(part) for c in choices[i]]
+                tails = [c[:-1] or c[:1] for _, c in flat]  # a choice's last token predicts nothing we need
+                _, logits = self.prefill(tails, (cache, [b for b, _ in flat], [len(rows[b]) for b, _ in flat]), every=True)
+                logp = logits.log_softmax(-1)
+                first = after.log_softmax(-1)
+                for k, (b, c) in enumerate(flat):
+                    total = first[b, c[0]] + sum(logp[k, j - 1, c[j]] for j in range(1, len(c)))
+                    out[part[b]].append(float(total))
+        return out
 
     def step(self, cache: Slots, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """One decode step for slots [0, len(tokens)): each slot's latest token goes to column
@@ -132,15 +168,16 @@ class Engine:
                             torch.zeros_like(lengths))
 
     def run(self, rows: list, slots: int, pick, done) -> list[list[int]]:
-        """Generate for `rows` (each with `ids` and `params`), up to `slots` at a time, longest
-        prompts first. `pick(logits, indices)` gives the next token of each listed row;
-        `done(index, tokens)` says whether a row has finished with these tokens."""
-        shared = common_prefix([r.ids for r in rows]) if len(rows) > 1 else 0
-        shared = shared if shared >= MIN_PREFIX else 0
-        prefix = self.prefill([rows[0].ids[:shared]])[0] if shared else None
+        """Generate for `rows` (each with `ids` and `params`), up to `slots` at a time, in sorted
+        order, so that prompts sharing a beginning (a few-shot block, a system prompt) run together
+        after that beginning is prefilled once. `pick(logits, indices)` gives the next token of each
+        listed row; `done(index, tokens)` says whether a row has finished with these tokens."""
+        order = sorted(range(len(rows)), key=lambda i: rows[i].ids)
+        heads, owners, starts = groups([rows[i].ids for i in order]) if self.share_prefixes else ([], [0] * len(rows), [0] * len(rows))
+        held = self.prefill(heads)[0] if heads else None
         length = max(len(r.ids) + r.params.max_new_tokens for r in rows)
         cache = Slots(self.model.config, min(slots, len(rows)), length, self.dtype, self.device)
-        waiting = deque(sorted(range(len(rows)), key=lambda i: -len(rows[i].ids)))
+        waiting = deque(zip(order, owners, starts))
         out: list[list[int]] = [[] for _ in rows]
         where: list[int] = []  # the row in each used slot
         lengths = torch.zeros(cache.keys[0].shape[0], dtype=torch.long, device=self.device)
@@ -149,8 +186,9 @@ class Engine:
             while waiting or where:
                 free = len(lengths) - len(where)
                 if waiting and free >= min(len(waiting), max(1, len(lengths) // 4)):
-                    new = [waiting.popleft() for _ in range(min(free, len(waiting)))]
-                    fresh, logits = self.prefill([rows[i].ids[shared:] for i in new], shared, prefix)
+                    new, owner, start = zip(*[waiting.popleft() for _ in range(min(free, len(waiting)))])
+                    fresh, logits = self.prefill([rows[i].ids[s:] for i, s in zip(new, start)], (held, owner, start) if held else None)
+                    new = list(new)
                     first = len(where)
                     cache.put(fresh, first, fresh.keys[0].shape[2])
                     lengths[first : first + len(new)] = torch.tensor([len(rows[i].ids) for i in new])
@@ -175,6 +213,37 @@ class Engine:
                         lengths[s], last[s], where[s] = lengths[end], last[end], where[end]
                     where.pop()
         return out
+
+
+def groups(rows: list[list[int]], longest: int = 256) -> tuple[list[list[int]], list[int], list[int]]:
+    """Split sorted rows into runs of neighbours whose shared beginning is prefilled once: (each run's
+    shared tokens, each row's run, each row's count of shared tokens; 0 for a row in no run). The
+    runs maximize the tokens saved, sum of shared x (size - 1), by dynamic programming over runs of at
+    most `longest` rows; a run must share at least MIN_PREFIX tokens."""
+    n = len(rows)
+    between = [common_prefix([rows[k], rows[k + 1]]) for k in range(n - 1)]
+    best, cut = [0] * (n + 1), [0] * (n + 1)  # best saving of rows[:j], and where its last run starts
+    for j in range(1, n + 1):
+        best[j], cut[j] = best[j - 1], j - 1
+        shared = len(rows[j - 1]) - 1
+        for i in range(j - 2, max(-1, j - 1 - longest), -1):  # the run rows[i:j]
+            shared = min(shared, between[i])
+            if shared < MIN_PREFIX:
+                break
+            if best[i] + shared * (j - 1 - i) > best[j]:
+                best[j], cut[j] = best[i] + shared * (j - 1 - i), i
+    heads: list[list[int]] = []
+    owners, starts = [0] * n, [0] * n
+    j = n
+    while j > 0:
+        i = cut[j]
+        if j - i > 1:
+            shared = min(between[i : j - 1])
+            heads.append(rows[i][:shared])
+            for k in range(i, j):
+                owners[k], starts[k] = len(heads) - 1, shared
+        j = i
+    return heads, owners, starts
 
 
 def common_prefix(rows: list[list[int]]) -> int:

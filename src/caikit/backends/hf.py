@@ -237,7 +237,7 @@ class TransformersBackend:
         """Summed log-probability of each choice's tokens after its prompt.
 
         Each prompt is prefilled once; its KV cache is repeated for its choices, which run in one
-        more forward pass. Choices are tokenized on their own (no special tokens), so write them with
+        more forward pass (the lean engine also prefills a beginning shared by neighbouring prompts once). Choices are tokenized on their own (no special tokens), so write them with
         their leading space (" (A)"), as they would follow the prompt.
         """
         per_prompt = [list(choices)] * len(prompts) if choices and isinstance(choices[0], str) else choices
@@ -246,6 +246,10 @@ class TransformersBackend:
         encoded = [self.encode(p) for p in prompts]
         choice_ids = [[self._tok(c, add_special_tokens=False)["input_ids"] for c in cs] for cs in per_prompt]
         self.prompt_tokens += sum(len(e) for e in encoded) + sum(len(c) for cs in choice_ids for c in cs)
+        if any(len(c) == 0 for cs in choice_ids for c in cs):
+            raise ValueError("score_choices: a choice is empty after tokenization")
+        if self._engine is not None:
+            return self._engine.score(encoded, choice_ids, self.batch_size)
         scores: list[list[float]] = [[] for _ in prompts]
         for indices in self._batches(encoded):
             for i, row in zip(indices, self._score_batch([encoded[i] for i in indices], [choice_ids[i] for i in indices])):
@@ -261,8 +265,6 @@ class TransformersBackend:
             # One continuation row per (prompt, choice); the cache is repeated to match.
             owner = [b for b, cs in enumerate(choices) for _ in cs]
             flat = [c for cs in choices for c in cs]
-            if any(len(c) == 0 for c in flat):
-                raise ValueError("score_choices: a choice is empty after tokenization")
             width = max(len(c) for c in flat)
             pad = self._tok.pad_token_id
             cont = torch.tensor([c + [pad] * (width - len(c)) for c in flat], device=device)
