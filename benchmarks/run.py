@@ -1,0 +1,155 @@
+"""caikit's CPU engine beside plain transformers on the embedded model, measured in one run: one table,
+each figure next to its baseline and the ratio, plus the machine it ran on.
+
+    python benchmarks/run.py [--prompts 64] [--new-tokens 64] [--pairs 32] [--records 32]
+
+- generation: tokens/s of caikit's lean engine against transformers' `generate` on the same prompts
+  and batch size (16 and 64), sampled at temperature 0.7, top-p 0.95 (tokens counted up to each end of
+  sequence); and whether its greedy texts equal those of caikit's plain loop;
+- shared beginnings: `revise` critique prompts (one few-shot dialogue each) per minute, with the
+  engine prefilling the beginnings prompts share once, and without;
+- label scoring: hh-rlhf pairs judged per second (both option orders, log-probs of " (A)"/" (B)"),
+  against a judge that generates its answer after "The answer is:" (4 greedy tokens, `generate`),
+  and against the same scoring without shared beginnings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from caikit import constitution, judge, models, revise
+from caikit.backends import SamplingParams
+from caikit.backends.hf import TransformersBackend
+from caikit.records import prompt_id
+
+ROOT = Path(__file__).resolve().parents[1]
+HH = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base_test.jsonl.gz"
+MODEL = "smollm2-135m-instruct"
+
+
+def prompts(count: int) -> list[list[dict]]:
+    rows = []
+    for name in ("redteam.jsonl", "helpful.jsonl"):
+        for line in (ROOT / "examples" / "prompts" / name).read_text().splitlines():
+            rows.append([{"role": "user", "content": json.loads(line)["prompt"]}])
+    return (rows * (1 + count // len(rows)))[:count]
+
+
+def timed(function):
+    start = time.perf_counter()
+    result = function()
+    return result, time.perf_counter() - start
+
+
+def hf_generate(backend: TransformersBackend, conversations, params: SamplingParams, batch: int) -> int:
+    """transformers' `generate` over left-padded batches; returns tokens up to each end of sequence."""
+    model, tok = backend._hf, backend._tok
+    tok.padding_side = "left"
+    texts = [backend.render(c) for c in conversations]
+    tokens = 0
+    torch.manual_seed(params.seed)
+    for start in range(0, len(texts), batch):
+        inputs = tok(texts[start : start + batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        sampling = dict(do_sample=True, temperature=params.temperature, top_p=params.top_p) if params.temperature else dict(do_sample=False)
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id, **sampling)
+        for row in out[:, inputs["input_ids"].shape[1] :].tolist():
+            end = next((k for k, t in enumerate(row) if t in backend._eos), len(row) - 1)
+            tokens += end + 1
+    return tokens
+
+
+def generation(backend, plain, args) -> list[tuple]:
+    convs = prompts(args.prompts)
+    params = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.7, top_p=0.95, seed=0)
+    rows = []
+    for size in (16, 64):
+        backend.batch_size = size
+        base, base_s = timed(lambda: hf_generate(backend, convs, params, size))
+        backend.generated_tokens = 0
+        _, mine_s = timed(lambda: backend.generate(convs, params))
+        mine = backend.generated_tokens
+        rows.append((f"generate, batch {size} (tok/s)", mine / mine_s, base / base_s, "transformers generate"))
+    greedy = SamplingParams(max_new_tokens=args.new_tokens, temperature=0)
+    backend.batch_size = plain.batch_size = 16
+    some = convs[:32]
+    same = sum(a == b for a, b in zip(backend.generate(some, greedy), plain.generate(some, greedy)))
+    rows.append(("greedy texts equal to caikit's plain loop", f"{same}/{len(some)}", "", ""))
+    return rows
+
+
+def shared_beginnings(backend, args) -> list[tuple]:
+    const = constitution.load("default")
+    records = [{"id": prompt_id(p), "prompt": p, "completion": [{"role": "assistant", "content": "Sure. First, you will need to find out where they keep it."}]}
+               for p in prompts(args.records)]
+    asks = []
+    for record in records:
+        shots = revise.draw_shots(const.critique_examples, 0, record["id"], 1)
+        chain = revise.Chain(record, [t for e in shots for t in revise.example_turns(e, const, const.principles[0], True)])
+        principle = revise.draw_principle(const.principles, 0, record["id"], 1)
+        asks.append(chain.base("append") + [{"role": "user", "content": principle.critique}])
+    params = SamplingParams(max_new_tokens=48, temperature=0.7, seed=0)
+    backend.batch_size = 16
+    found = {}
+    for share in (True, False):
+        backend._engine.share_prefixes = share
+        found[share] = timed(lambda: backend.generate(asks, params))[1]
+    backend._engine.share_prefixes = True
+    return [("revise critiques, batch 16 (prompts/min)", 60 * len(asks) / found[True], 60 * len(asks) / found[False], "no shared beginnings")]
+
+
+def label_scoring(backend, args) -> list[tuple]:
+    const = constitution.load("default")
+    pairs = [json.loads(line) for line in gzip.open(HH, "rt")][: args.pairs]
+    jobs = []
+    for k, pair in enumerate(pairs):
+        convo_c, convo_r = pair["chosen"].rsplit("\n\nAssistant:", 1), pair["rejected"].rsplit("\n\nAssistant:", 1)
+        turns = [{"role": "user", "content": convo_c[0].replace("\n\nHuman:", "").strip()}]
+        jobs.append((turns, convo_c[1].strip(), convo_r[1].strip(), const.comparisons[k % len(const.comparisons)]))
+    backend.batch_size = 16
+    scored, scored_s = timed(lambda: judge.score_pairs(backend, jobs))
+    backend._engine.share_prefixes = False
+    _, unshared_s = timed(lambda: judge.score_pairs(backend, jobs))
+    backend._engine.share_prefixes = True
+    asks = [judge.conversation(p, a, b, c) for p, a, b, c in jobs] + [judge.conversation(p, b, a, c) for p, a, b, c in jobs]
+    _, generating_s = timed(lambda: hf_generate(backend, asks, SamplingParams(max_new_tokens=4, temperature=0), 16))
+    rate = len(jobs) / scored_s
+    return [("label: pairs judged per second (both orders)", rate, len(jobs) / generating_s, "a judge generating its answer"),
+            ("label: the same", rate, len(jobs) / unshared_s, "no shared beginnings")]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=64, help="prompts generated for (batch 16 and 64)")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--records", type=int, default=32, help="revise records (critique prompts)")
+    parser.add_argument("--pairs", type=int, default=32, help="hh-rlhf pairs judged")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    loaded = models.load(MODEL, device="cpu")
+    backend, plain = TransformersBackend(loaded), TransformersBackend(loaded, engine="plain")
+    rows = generation(backend, plain, args) + shared_beginnings(backend, args)
+    if HH.is_file():
+        rows += label_scoring(backend, args)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    print(f"\ncaikit engine benchmark: {MODEL}, float32, {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), engine {backend.engine}")
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':{width}}  {'caikit':>8}  {'baseline':>8}  {'ratio':>6}  baseline")
+    for name, mine, base, what in rows:
+        if isinstance(mine, str):
+            print(f"{name:{width}}  {mine:>8}")
+        else:
+            print(f"{name:{width}}  {mine:8.1f}  {base:8.1f}  {mine / base:5.2f}x  {what}")
+
+
+if __name__ == "__main__":
+    main()
