@@ -144,10 +144,11 @@ def main():
     parser.add_argument("--pairs", type=int, default=160, help="human training pairs for train-pm (and DPO)")
     parser.add_argument("--held", type=int, default=400, help="held-out human pairs")
     parser.add_argument("--max-length", type=int, default=192, help="PM and DPO sequence length (tokens)")
-    parser.add_argument("--pm-epochs", type=int, default=3)
+    parser.add_argument("--pm-epochs", type=int, default=2)
     parser.add_argument("--curve", default="", help="extra training-set sizes for the PM learning curve, e.g. 40,80 (each costs its own PM)")
     parser.add_argument("--dpo-epochs", type=int, default=1)
     parser.add_argument("--dpo-held", type=int, default=200, help="held-out pairs for DPO's implicit-reward accuracy")
+    parser.add_argument("--fit", type=int, default=80, help="training pairs re-scored to show how well PM and DPO fit them")
     parser.add_argument("--prompts", type=int, default=32, help="training prompts for RL")
     parser.add_argument("--held-prompts", type=int, default=100, help="held-out prompts for RL's evaluation")
     parser.add_argument("--rl-steps", type=int, default=16)
@@ -158,6 +159,7 @@ def main():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not HH.is_file():
         sys.exit(f"{HH} is missing: the benchmark needs ../shared beside the checkout")
+    began = time.perf_counter()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     log = work / "efficacy.log"
@@ -176,7 +178,9 @@ def main():
         found = pm_eval(work / f"pm-{n}", files["held"])
         curve.append((n, found["accuracy"], found["accuracy_ci95"]))
     pm_dir = work / f"pm-{args.pairs}"
-    extra, fit = found, pm_eval(pm_dir, part)
+    fit_part = work / "fit_pairs.jsonl"
+    write(fit_part, [json.loads(line) for line in part.read_text().splitlines()[: args.fit]])
+    extra, fit = found, pm_eval(pm_dir, fit_part)
     n, acc, ci = curve[-1]
     rows.append(("train-pm: held-out accuracy", f"{acc:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}, n={args.held})",
                  "signal" if ci[0] > 0.5 else "interval includes 0.5: not significant"))
@@ -219,7 +223,7 @@ def main():
     from caikit.rlaif import shorten_prompts
 
     tok = build("transformers", MODEL, device="cpu")._tok
-    for name, path, n in (("held-out", files["held"], args.dpo_held), ("training", files["train"], args.pairs)):
+    for name, path, n in (("held-out", files["held"], args.dpo_held), ("training", files["train"], args.fit)):
         pairs = inputs.read_preferences(str(path))[:n]
         shorten_prompts(pairs, tok, args.max_length)  # as DPO saw them in training
         ref, new = response_logprobs(MODEL, pairs), response_logprobs(str(dpo), pairs)
@@ -257,6 +261,7 @@ def main():
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
         print(f"{name:{width}}  {value}{'  [' + note + ']' if note else ''}")
+    seconds["all, with evaluation"] = time.perf_counter() - began
     print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + f"; machine: {os.cpu_count()} CPUs")
     (work / "efficacy.json").write_text(json.dumps({"rows": rows, "curve": curve, "seconds": seconds}, indent=2) + "\n")
 
