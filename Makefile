@@ -88,7 +88,7 @@ reproduce:
 	$(MAKE) -f examples/paper/Makefile
 
 bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/generation.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/run.py
 
 # does each training stage learn a real signal? (hh-rlhf human pairs; ~40 min on 2 CPU cores)
 efficacy: install
