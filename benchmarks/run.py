@@ -126,21 +126,36 @@ def label_scoring(backend, args) -> list[tuple]:
             ("label: the same", rate, len(jobs) / unshared_s, "no shared beginnings")]
 
 
+def quality(backend, args) -> list[tuple]:
+    """What a lower precision costs against float32: greedy texts and choice log-probs."""
+    reference = TransformersBackend(models.load(MODEL, device="cpu", dtype="float32"), batch_size=16)
+    convs, greedy = prompts(32), SamplingParams(max_new_tokens=args.new_tokens, temperature=0)
+    same = sum(a == b for a, b in zip(backend.generate(convs, greedy), reference.generate(convs, greedy)))
+    choices = [" Sure", " I can't help with that", " (A)", " (B)"]
+    mine, theirs = backend.score_choices(convs, choices), reference.score_choices(convs, choices)
+    diffs = sorted(abs(a - b) for x, y in zip(mine, theirs) for a, b in zip(x, y))
+    return [(f"{args.dtype}: greedy texts equal to float32", f"{same}/{len(convs)}", "", ""),
+            (f"{args.dtype}: choice log-prob |diff| to float32, median / max", f"{diffs[len(diffs) // 2]:.3f}/{diffs[-1]:.3f}", "", "")]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=64, help="prompts generated for (batch 16 and 64)")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--records", type=int, default=32, help="revise records (critique prompts)")
     parser.add_argument("--pairs", type=int, default=32, help="hh-rlhf pairs judged")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="for caikit and baselines alike")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    loaded = models.load(MODEL, device="cpu")
+    loaded = models.load(MODEL, device="cpu", dtype=args.dtype)
     backend, plain = TransformersBackend(loaded), TransformersBackend(loaded, engine="plain")
     rows = generation(backend, plain, args) + shared_beginnings(backend, args)
     if HH.is_file():
         rows += label_scoring(backend, args)
+    if args.dtype != "float32":
+        rows += quality(backend, args)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
-    print(f"\ncaikit engine benchmark: {MODEL}, float32, {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+    print(f"\ncaikit engine benchmark: {MODEL}, {args.dtype}, {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), engine {backend.engine}")
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':{width}}  {'caikit':>8}  {'baseline':>8}  {'ratio':>6}  baseline")

@@ -103,3 +103,9 @@ def test_runs_sharing_a_beginning_are_chosen_to_save_the_most_tokens():
     assert [len(h) for h in heads] == [120, 120]  # two few-shot runs, not one run of the system prompt
     assert starts == [0, 120, 120, 120, 120, 120] and owners[1] == owners[3] != owners[4] == owners[5]
     assert decode.groups([[1] * 40, [2] * 40]) == ([], [0, 0], [0, 0])
+
+
+def test_half_precision_models_run_on_the_lean_engine(tiny_model):
+    backend = TransformersBackend(models.load(str(tiny_model), device="cpu", dtype="bfloat16"))
+    assert backend.engine == "lean"
+    assert len(backend.generate(QUESTIONS[:2], SamplingParams(max_new_tokens=5, temperature=0))) == 2

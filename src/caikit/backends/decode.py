@@ -74,9 +74,11 @@ class Engine:
         self.share_prefixes = True  # (off only to measure what sharing saves)
         self.cache_kwarg = "cache" if "cache" in inspect.signature(self.inner.layers[0].forward).parameters else "past_key_values"
 
-    def agrees(self, tolerance: float = 1e-3) -> bool:
+    def agrees(self) -> bool:
         """Whether this engine computes what the model's own forward does (on 12 tokens and one more
-        decoded): models whose layers take other arguments fail here and keep the plain loop."""
+        decoded): models whose layers take other arguments fail here and keep the plain loop. (Half
+        precision rounds differently in different batch shapes: a looser bound.)"""
+        atol, rtol = (1e-3, 0.0) if self.dtype == torch.float32 else (0.1, 0.02)
         ids = list(range(3, 15))
         try:
             with torch.inference_mode():
@@ -87,7 +89,7 @@ class Engine:
                 plain = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0].float()
         except Exception:  # noqa: BLE001 (any failure means: not this engine)
             return False
-        return all(a.shape == b.shape and torch.allclose(a, b, atol=tolerance) for a, b in ((first[0], plain[-2]), (second[0], plain[-1])))
+        return all(a.shape == b.shape and torch.allclose(a, b, atol=atol, rtol=rtol) for a, b in ((first[0], plain[-2]), (second[0], plain[-1])))
 
     def _mask(self, allowed: torch.Tensor) -> torch.Tensor:
         """sdpa takes the boolean mask; other attention kernels add it to their scores."""
