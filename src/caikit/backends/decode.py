@@ -136,6 +136,7 @@ class Engine:
         last = None if every else (ends - first - 1).squeeze(1)
         return cache, self.forward(ids, columns, self._mask(mask.unsqueeze(1)), cache, last)
 
+    @torch.inference_mode()
     def score(self, prompts: list[list[int]], choices: list[list[list[int]]], batch: int) -> list[list[float]]:
         """Summed log-probability of each choice's tokens after its prompt, `batch` prompts at a time.
         Prompts are taken in sorted order so that those sharing a beginning (one conversation asked
@@ -143,21 +144,20 @@ class Engine:
         prefilled once; each prompt is prefilled once for all its choices."""
         out: list[list[float]] = [[] for _ in prompts]
         order = sorted(range(len(prompts)), key=lambda i: prompts[i])
-        with torch.inference_mode():
-            for at in range(0, len(order), batch):
-                part = order[at : at + batch]
-                rows = [prompts[i] for i in part]
-                heads, owners, starts = groups(rows) if self.share_prefixes else ([], [], [0] * len(rows))
-                held = self.prefill(heads)[0] if heads else None
-                cache, after = self.prefill([r[s:] for r, s in zip(rows, starts)], (held, owners, starts) if held else None)
-                flat = [(b, c) for b, i in enumerate(part) for c in choices[i]]
-                tails = [c[:-1] or c[:1] for _, c in flat]  # a choice's last token predicts nothing we need
-                _, logits = self.prefill(tails, (cache, [b for b, _ in flat], [len(rows[b]) for b, _ in flat]), every=True)
-                logp = logits.log_softmax(-1)
-                first = after.log_softmax(-1)
-                for k, (b, c) in enumerate(flat):
-                    total = first[b, c[0]] + sum(logp[k, j - 1, c[j]] for j in range(1, len(c)))
-                    out[part[b]].append(float(total))
+        for at in range(0, len(order), batch):
+            part = order[at : at + batch]
+            rows = [prompts[i] for i in part]
+            heads, owners, starts = groups(rows) if self.share_prefixes else ([], [], [0] * len(rows))
+            held = self.prefill(heads)[0] if heads else None
+            cache, after = self.prefill([r[s:] for r, s in zip(rows, starts)], (held, owners, starts) if held else None)
+            flat = [(b, c) for b, i in enumerate(part) for c in choices[i]]
+            tails = [c[:-1] or c[:1] for _, c in flat]  # a choice's last token predicts nothing we need
+            _, logits = self.prefill(tails, (cache, [b for b, _ in flat], [len(rows[b]) for b, _ in flat]), every=True)
+            logp = logits.log_softmax(-1)
+            first = after.log_softmax(-1)
+            for k, (b, c) in enumerate(flat):
+                total = first[b, c[0]] + sum(logp[k, j - 1, c[j]] for j in range(1, len(c)))
+                out[part[b]].append(float(total))
         return out
 
     def step(self, cache: Slots, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -169,6 +169,7 @@ class Engine:
         return self.forward(tokens.unsqueeze(1), lengths.unsqueeze(1), self._mask(mask.view(len(tokens), 1, 1, width)), cache,
                             torch.zeros_like(lengths))
 
+    @torch.inference_mode()
     def run(self, rows: list, slots: int, pick, done) -> list[list[int]]:
         """Generate for `rows` (each with `ids` and `params`), up to `slots` at a time, in sorted
         order, so that prompts sharing a beginning (a few-shot block, a system prompt) run together
@@ -184,36 +185,35 @@ class Engine:
         where: list[int] = []  # the row in each used slot
         lengths = torch.zeros(cache.keys[0].shape[0], dtype=torch.long, device=self.device)
         last = torch.zeros_like(lengths)
-        with torch.inference_mode():
-            while waiting or where:
-                free = len(lengths) - len(where)
-                if waiting and free >= min(len(waiting), max(1, len(lengths) // 4)):
-                    new, owner, start = zip(*[waiting.popleft() for _ in range(min(free, len(waiting)))])
-                    fresh, logits = self.prefill([rows[i].ids[s:] for i, s in zip(new, start)], (held, owner, start) if held else None)
-                    new = list(new)
-                    first = len(where)
-                    cache.put(fresh, first, fresh.keys[0].shape[2])
-                    lengths[first : first + len(new)] = torch.tensor([len(rows[i].ids) for i in new])
-                    where += new
-                    batch = range(first, len(where))
-                else:
-                    used = len(where)
-                    logits = self.step(cache, last[:used], lengths[:used])
-                    lengths[:used] += 1
-                    batch = range(used)
-                tokens = pick(logits, [where[s] for s in batch])
-                finished = []
-                for s, token in zip(batch, tokens):
-                    out[where[s]].append(token)
-                    last[s] = token
-                    if done(where[s], out[where[s]]):
-                        finished.append(s)
-                for s in reversed(finished):  # the last used slot moves into the freed one
-                    end = len(where) - 1
-                    if s != end:
-                        cache.move(end, s, int(lengths[end]))
-                        lengths[s], last[s], where[s] = lengths[end], last[end], where[end]
-                    where.pop()
+        while waiting or where:
+            free = len(lengths) - len(where)
+            if waiting and free >= min(len(waiting), max(1, len(lengths) // 4)):
+                new, owner, start = zip(*[waiting.popleft() for _ in range(min(free, len(waiting)))])
+                fresh, logits = self.prefill([rows[i].ids[s:] for i, s in zip(new, start)], (held, owner, start) if held else None)
+                new = list(new)
+                first = len(where)
+                cache.put(fresh, first, fresh.keys[0].shape[2])
+                lengths[first : first + len(new)] = torch.tensor([len(rows[i].ids) for i in new])
+                where += new
+                batch = range(first, len(where))
+            else:
+                used = len(where)
+                logits = self.step(cache, last[:used], lengths[:used])
+                lengths[:used] += 1
+                batch = range(used)
+            tokens = pick(logits, [where[s] for s in batch])
+            finished = []
+            for s, token in zip(batch, tokens):
+                out[where[s]].append(token)
+                last[s] = token
+                if done(where[s], out[where[s]]):
+                    finished.append(s)
+            for s in reversed(finished):  # the last used slot moves into the freed one
+                end = len(where) - 1
+                if s != end:
+                    cache.move(end, s, int(lengths[end]))
+                    lengths[s], last[s], where[s] = lengths[end], last[end], where[end]
+                where.pop()
         return out
 
 
