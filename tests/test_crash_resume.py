@@ -185,6 +185,29 @@ def test_a_full_disk_is_exit_1_and_resume_completes(crash_base, tiny_model):
     assert records(out) == expected
 
 
+def test_a_full_tmpfs_is_exit_1_and_resume_completes_once_space_is_back(crash_base, tiny_model):
+    """A real full disk: the output on a 12 kB tmpfs (ENOSPC), then the tmpfs grown and --resume.
+    Needs root and a kernel that lets it mount; skipped elsewhere."""
+    mount = crash_base / "small-disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root and a kernel that allows it")
+    try:
+        expected, _ = reference("redteam", crash_base, tiny_model)
+        (mount / "prompts.txt").write_bytes((crash_base / "prompts.txt").read_bytes())
+        args, out = stage_args("redteam", mount, tiny_model)
+        full = subprocess.run([*CAIKIT, *args], capture_output=True, text=True, env=ENV)
+        lines = full.stderr.strip().splitlines()
+        assert full.returncode == 1 and len(lines) == 1 and "Traceback" not in full.stderr, full.stderr[-1500:]
+        assert not out.exists() and Path(str(out) + ".partial").exists()
+        subprocess.run(["mount", "-o", "remount,size=1m", str(mount)], check=True)
+        done = subprocess.run([*CAIKIT, *args, "--resume"], capture_output=True, text=True, env=ENV)
+        assert done.returncode == 0, done.stderr[-1500:]
+        assert records(out) == expected
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
 def training_args(stage: str, tmp: Path, tiny: Path, pm: Path) -> tuple[list[str], int]:
     """A training command that takes long enough to be killed after a checkpoint, and its step count."""
     prompts = [[{"role": "user", "content": q}] for q in QUESTIONS]
