@@ -144,7 +144,7 @@ def main():
     parser.add_argument("--pairs", type=int, default=160, help="human training pairs for train-pm (and DPO)")
     parser.add_argument("--held", type=int, default=400, help="held-out human pairs")
     parser.add_argument("--max-length", type=int, default=192, help="PM and DPO sequence length (tokens)")
-    parser.add_argument("--pm-epochs", type=int, default=2)
+    parser.add_argument("--pm-epochs", type=int, default=3)
     parser.add_argument("--curve", default="", help="extra training-set sizes for the PM learning curve, e.g. 40,80 (each costs its own PM)")
     parser.add_argument("--dpo-epochs", type=int, default=1)
     parser.add_argument("--dpo-held", type=int, default=200, help="held-out pairs for DPO's implicit-reward accuracy")
