@@ -90,7 +90,7 @@ reproduce:
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/run.py
 
-# does each training stage learn a real signal? (hh-rlhf human pairs; ~40 min on 2 CPU cores)
+# does each training stage learn a real signal? (hh-rlhf human pairs; ~56 min on 2 CPU cores)
 efficacy: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/efficacy.py --work runs/efficacy
 
