@@ -121,12 +121,16 @@ class TransformersBackend:
         out = [self._finish(tokens, row.params.stop) for tokens, row in zip(found, rows)]
         return out if details else [g.text for g in out]
 
+    def _sampling(self, rows: Sequence["Row"]):
+        """Each row's generator (None when greedy), temperature and top-p, for `decode.sample`."""
+        device = self.loaded.device
+        return ([r.generator(device) for r in rows], torch.tensor([r.params.temperature or 1.0 for r in rows], device=device),
+                torch.tensor([r.params.top_p for r in rows], device=device))
+
     def _policy(self, rows: Sequence["Row"]):
         """The lean engine's `pick` and `done` for these rows."""
         device = self.loaded.device
-        generators = [r.generator(device) for r in rows]
-        temperature = torch.tensor([r.params.temperature or 1.0 for r in rows], device=device)
-        top_p = torch.tensor([r.params.top_p for r in rows], device=device)
+        generators, temperature, top_p = self._sampling(rows)
 
         def pick(logits, indices):
             index = torch.tensor(indices, device=device)
@@ -145,9 +149,7 @@ class TransformersBackend:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         live = list(range(len(rows)))
         out: list[list[int]] = [[] for _ in rows]
-        generators = [r.generator(device) for r in rows]
-        temperature = torch.tensor([r.params.temperature or 1.0 for r in rows], device=device)
-        top_p = torch.tensor([r.params.top_p for r in rows], device=device)
+        generators, temperature, top_p = self._sampling(rows)
         cache, step = None, 0
         with torch.inference_mode():
             while live:
