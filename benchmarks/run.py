@@ -10,7 +10,8 @@ each figure next to its baseline and the ratio, plus the machine it ran on.
   engine prefilling the beginnings prompts share once, and without;
 - label scoring: hh-rlhf pairs judged per second (both option orders, log-probs of " (A)"/" (B)"),
   against a judge that generates its answer after "The answer is:" (4 greedy tokens, `generate`),
-  and against the same scoring without shared beginnings.
+  and against the same scoring without shared beginnings; zero-shot, then with the constitution's
+  comparison examples shown first (`label --few-shot`).
 """
 
 from __future__ import annotations
@@ -115,15 +116,18 @@ def label_scoring(backend, args) -> list[tuple]:
         turns = [{"role": "user", "content": convo_c[0].replace("\n\nHuman:", "").strip()}]
         jobs.append((turns, convo_c[1].strip(), convo_r[1].strip(), const.comparisons[k % len(const.comparisons)]))
     backend.batch_size = 16
-    scored, scored_s = timed(lambda: judge.score_pairs(backend, jobs))
-    backend._engine.share_prefixes = False
-    _, unshared_s = timed(lambda: judge.score_pairs(backend, jobs))
-    backend._engine.share_prefixes = True
-    asks = [judge.conversation(p, a, b, c) for p, a, b, c in jobs] + [judge.conversation(p, b, a, c) for p, a, b, c in jobs]
-    _, generating_s = timed(lambda: hf_generate(backend, asks, SamplingParams(max_new_tokens=4, temperature=0), 16))
-    rate = len(jobs) / scored_s
-    return [("label: pairs judged per second (both orders)", rate, len(jobs) / generating_s, "a judge generating its answer"),
-            ("label: the same", rate, len(jobs) / unshared_s, "no shared beginnings")]
+    rows = []
+    for shots in ((), const.comparison_examples):
+        scored_s = timed(lambda: judge.score_pairs(backend, jobs, shots=shots))[1]
+        backend._engine.share_prefixes = False
+        unshared_s = timed(lambda: judge.score_pairs(backend, jobs, shots=shots))[1]
+        backend._engine.share_prefixes = True
+        asks = [judge.conversation(p, a, b, c, shots) for p, a, b, c in jobs] + [judge.conversation(p, b, a, c, shots) for p, a, b, c in jobs]
+        generating_s = timed(lambda: hf_generate(backend, asks, SamplingParams(max_new_tokens=4, temperature=0), 16))[1]
+        name = f"label{' --few-shot' if shots else ''}: pairs judged per second (both orders)"
+        rows += [(name, len(jobs) / scored_s, len(jobs) / generating_s, "a judge generating its answer"),
+                 (f"label{' --few-shot' if shots else ''}: the same", len(jobs) / scored_s, len(jobs) / unshared_s, "no shared beginnings")]
+    return rows
 
 
 def quality(backend, args) -> list[tuple]:
