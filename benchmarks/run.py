@@ -107,14 +107,20 @@ def shared_beginnings(backend, args) -> list[tuple]:
     return [("revise critiques, batch 16 (prompts/min)", 60 * len(asks) / found[True], 60 * len(asks) / found[False], "no shared beginnings")]
 
 
-def label_scoring(backend, args) -> list[tuple]:
+def label_jobs(count: int) -> list[tuple]:
+    """The first `count` hh-rlhf pairs as judge jobs (first turn, chosen, rejected, a principle)."""
     const = constitution.load("default")
-    pairs = [json.loads(line) for line in gzip.open(HH, "rt")][: args.pairs]
+    pairs = [json.loads(line) for line in gzip.open(HH, "rt")][:count]
     jobs = []
     for k, pair in enumerate(pairs):
         convo_c, convo_r = pair["chosen"].rsplit("\n\nAssistant:", 1), pair["rejected"].rsplit("\n\nAssistant:", 1)
         turns = [{"role": "user", "content": convo_c[0].replace("\n\nHuman:", "").strip()}]
         jobs.append((turns, convo_c[1].strip(), convo_r[1].strip(), const.comparisons[k % len(const.comparisons)]))
+    return jobs
+
+
+def label_scoring(backend, args) -> list[tuple]:
+    const, jobs = constitution.load("default"), label_jobs(args.pairs)
     backend.batch_size = 16
     rows = []
     for shots in ((), const.comparison_examples):
@@ -138,8 +144,15 @@ def quality(backend, args) -> list[tuple]:
     choices = [" Sure", " I can't help with that", " (A)", " (B)"]
     mine, theirs = backend.score_choices(convs, choices), reference.score_choices(convs, choices)
     diffs = sorted(abs(a - b) for x, y in zip(mine, theirs) for a, b in zip(x, y))
-    return [(f"{args.dtype}: greedy texts equal to float32", f"{same}/{len(convs)}", "", ""),
+    rows = [(f"{args.dtype}: greedy texts equal to float32", f"{same}/{len(convs)}", "", ""),
             (f"{args.dtype}: choice log-prob |diff| to float32, median / max", f"{diffs[len(diffs) // 2]:.3f}/{diffs[-1]:.3f}", "", "")]
+    if HH.is_file():
+        jobs = label_jobs(args.pairs)
+        mine, theirs = ([r["p"] for r in judge.score_pairs(b, jobs)] for b in (backend, reference))
+        moved = sorted(abs(a - b) for a, b in zip(mine, theirs))
+        flipped = sum((a > 0.5) != (b > 0.5) for a, b in zip(mine, theirs))
+        rows.append((f"{args.dtype}: label p |diff| to float32, median / max; sides flipped", f"{moved[len(moved) // 2]:.3f}/{moved[-1]:.3f}; {flipped}/{len(jobs)}", "", ""))
+    return rows
 
 
 def main():

@@ -43,6 +43,15 @@ def test_real_log_probs_prefer_the_sensible_choice(home):
     assert paris < 0
 
 
+def test_the_embedded_model_runs_on_the_lean_engine_in_both_precisions(home):
+    """The engine's self-check must pass in bfloat16 too, where a check against a forward of other
+    shapes fails on rounding alone (it did: 0.56 in logits)."""
+    from caikit.backends.hf import TransformersBackend
+
+    for dtype in ("float32", "bfloat16"):
+        assert TransformersBackend.load(models.DEFAULT_MODEL, dtype=dtype, device="cpu").engine == "lean"
+
+
 def test_redteam_answers_two_prompts_with_the_embedded_model(home, tmp_path):
     out = tmp_path / "answers.jsonl"
     result = CliRunner().invoke(

@@ -108,3 +108,13 @@ def test_dtype_and_device(tiny_model):
     if not torch.cuda.is_available():
         with pytest.raises(CaikitError, match="--device cuda: no CUDA device"):
             models.load(str(tiny_model), device="cuda")
+
+
+def test_bfloat16_on_a_cpu_without_native_bf16_is_allowed_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(models, "native_bf16", lambda: False)
+    assert models.pick_dtype("bfloat16", "cpu") is torch.bfloat16
+    assert "no native bfloat16" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(models, "native_bf16", lambda: True)
+    assert models.pick_dtype("bfloat16", "cpu") is torch.bfloat16 and models.pick_dtype("auto", "cpu") is torch.float32
+    assert caplog.text == ""

@@ -193,7 +193,16 @@ def pick_dtype(dtype: str, device: str):
         if device == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
+    if dtype == "bfloat16" and device == "cpu" and not native_bf16():
+        log.warning("--dtype bfloat16: this CPU has no native bfloat16 (AVX512-BF16 or AMX); expect it slower than float32")
     return getattr(torch, dtype)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), as oneDNN reports it."""
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def load_tokenizer(path: Path, chat_template: Path | None = None):
