@@ -109,3 +109,10 @@ def test_half_precision_models_run_on_the_lean_engine(tiny_model):
     backend = TransformersBackend(models.load(str(tiny_model), device="cpu", dtype="bfloat16"))
     assert backend.engine == "lean"
     assert len(backend.generate(QUESTIONS[:2], SamplingParams(max_new_tokens=5, temperature=0))) == 2
+
+
+def test_a_model_without_llama_style_layers_is_refused_not_crashed_on():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=64))
+    assert decode.Engine(gpt2).agrees() is False

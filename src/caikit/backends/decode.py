@@ -72,7 +72,8 @@ class Engine:
         self.device, self.dtype = parameter.device, parameter.dtype
         # transformers renamed `past_key_values` to `cache` in 5.x; speak whichever this version knows
         self.share_prefixes = True  # (off only to measure what sharing saves)
-        self.cache_kwarg = "cache" if "cache" in inspect.signature(self.inner.layers[0].forward).parameters else "past_key_values"
+        layers = getattr(self.inner, "layers", None)  # (a model without them fails `agrees` and keeps the plain loop)
+        self.cache_kwarg = "cache" if layers and "cache" in inspect.signature(layers[0].forward).parameters else "past_key_values"
 
     def agrees(self) -> bool:
         """Whether this engine computes what the model's own forward does, compared like with like:
