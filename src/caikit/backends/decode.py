@@ -27,6 +27,17 @@ MIN_PREFIX = 16  # shorter shared prefixes are not worth a separate prefill
 TOP = 64  # tokens sorted per sampling step before falling back to a full sort
 
 
+def cache_kwarg(function) -> str:
+    """The name under which `function` (a model's or layer's forward) takes its KV cache:
+    transformers renamed `past_key_values` to `cache` in 5.x; speak whichever this version knows."""
+    return "cache" if "cache" in inspect.signature(function).parameters else "past_key_values"
+
+
+def returned_cache(output):
+    """The KV cache a model's forward returned, under either name."""
+    return output.cache if hasattr(output, "cache") else output.past_key_values
+
+
 class Slots:
     """Per-layer key/value buffers [slots, kv_heads, length, head_dim]. The sequences in use occupy
     slots [0, used); before each forward `aim` says at which columns the batch rows' new tokens go
@@ -70,10 +81,9 @@ class Engine:
         self.inner = model.base_model
         parameter = next(model.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
-        # transformers renamed `past_key_values` to `cache` in 5.x; speak whichever this version knows
         self.share_prefixes = True  # (off only to measure what sharing saves)
         layers = getattr(self.inner, "layers", None)  # (a model without them fails `agrees` and keeps the plain loop)
-        self.cache_kwarg = "cache" if layers and "cache" in inspect.signature(layers[0].forward).parameters else "past_key_values"
+        self.cache_kwarg = cache_kwarg(layers[0].forward) if layers else "past_key_values"
 
     def agrees(self) -> bool:
         """Whether this engine computes what the model's own forward does, compared like with like:
@@ -82,7 +92,6 @@ class Engine:
         rounds alike). Models whose layers take other arguments fail here and keep the plain loop."""
         atol = 1e-3 if self.dtype == torch.float32 else 0.05
         ids = torch.tensor([list(range(3, 15))], device=self.device)
-        cache_kwarg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         try:
             with torch.inference_mode():
                 cache, first = self.prefill([ids[0, :-1].tolist()])
@@ -90,8 +99,7 @@ class Engine:
                 slots.put(cache, 0, ids.shape[1] - 1)
                 second = self.step(slots, ids[0, -1:], torch.tensor([ids.shape[1] - 1], device=self.device))
                 theirs = self.model(input_ids=ids[:, :-1], use_cache=True)
-                held = theirs.cache if hasattr(theirs, "cache") else theirs.past_key_values
-                after = self.model(input_ids=ids[:, -1:], **{cache_kwarg: held}).logits[0, -1].float()
+                after = self.model(input_ids=ids[:, -1:], **{cache_kwarg(self.model.forward): returned_cache(theirs)}).logits[0, -1].float()
         except Exception:  # noqa: BLE001 (any failure means: not this engine)
             return False
         pairs = ((first[0], theirs.logits[0, -1].float()), (second[0], after))

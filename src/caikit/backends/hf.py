@@ -11,7 +11,6 @@ size or the batch's other prompts.
 from __future__ import annotations
 
 import hashlib
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -58,9 +57,7 @@ class TransformersBackend:
         eos = self._hf.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
         self._eos = {t for t in eos + [self._tok.eos_token_id] if t is not None}
-        # transformers renamed `past_key_values` to `cache` in 5.x; speak whichever this version knows.
-        forward = inspect.signature(self._hf.forward).parameters
-        self._cache_kwarg = "cache" if "cache" in forward else "past_key_values"
+        self._cache_kwarg = decode.cache_kwarg(self._hf.forward)
         lean = decode.Engine(self._hf) if engine != "plain" else None
         self._engine = lean if lean is not None and lean.agrees() else None
         self.engine = "lean" if self._engine else "plain"
@@ -156,7 +153,7 @@ class TransformersBackend:
                 extra = {self._cache_kwarg: cache} if cache is not None else {}
                 result = self._hf(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                                   logits_to_keep=1, **extra)
-                cache = result.cache if hasattr(result, "cache") else result.past_key_values
+                cache = decode.returned_cache(result)
                 logits = result.logits[:, -1, :].float()
                 chosen = decode.sample(logits, temperature, top_p, [generators[r] for r in live])
                 step += 1
@@ -272,7 +269,7 @@ class TransformersBackend:
             cont = torch.tensor([c + [pad] * (width - len(c)) for c in flat], device=device)
             cont_mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in flat], device=device)
             index = torch.tensor(owner, device=device)
-            cache = first.cache if hasattr(first, "cache") else first.past_key_values
+            cache = decode.returned_cache(first)
             cache.reorder_cache(index)
             start = mask.sum(-1)[index].unsqueeze(1)
             logits = self._hf(
