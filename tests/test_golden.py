@@ -1,6 +1,11 @@
 """Golden records: for the same seeds, the data stages and the multiple-choice / PM evals give the same
-records and figures on the tiny model as when the files in tests/golden/ were written (before the
-judge/CLI redesign). Timestamps (`created`) are ignored; floats are compared to 1e-5.
+records and figures on the tiny model as when the files in tests/golden/ were written. Timestamps
+(`created`) are ignored; floats are compared to 1e-5, everything else exactly.
+
+The records come from tests/golden_records.py, run in a subprocess under PORTABLE_NUMERICS: torch's AVX2
+kernels, MKL's vendor-independent code branch and one thread. Under a CPU's own kernels the last bits of
+the logits move (measured on the tiny model: up to 6e-5 between AVX-512 and AVX2 kernels), and a token
+sampled near a boundary of the cumulative distribution flips, and so does all text after it.
 
 Regenerate (only when a change of output is intended): CAIKIT_GOLDEN_UPDATE=1 pytest tests/test_golden.py
 """
@@ -10,22 +15,26 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from caikit.cli import app
 
 GOLDEN = Path(__file__).parent / "golden"
 ROOT = Path(__file__).resolve().parents[1]
-PROMPTS = ROOT / "examples" / "prompts" / "redteam.jsonl"
 
-
-def run(*args) -> str:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.stderr
-    return result.stdout
+# The same records on every x86-64 CPU with AVX2 (README, "Reproducibility"): torch's AVX2 kernels
+# (not AVX-512), MKL's COMPATIBLE branch (the only one Intel documents as giving the same results on
+# Intel and other vendors' CPUs; STRICT: whatever the arrays' alignment), one thread (a reduction split
+# over threads sums in another order).
+PORTABLE_NUMERICS = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "COMPATIBLE,STRICT",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "MKL_DYNAMIC": "FALSE",
+}
 
 
 def without_timestamps(value):
@@ -51,92 +60,39 @@ def same(new, old, where="") -> None:
         assert new == old, f"{where}: {new!r} != {old!r}"
 
 
-def check(name: str, value, tiny_model: Path) -> None:
-    """Compare `value` with the golden file `name` (the tiny model's temporary path shown as <tiny>, the
-    checkout's as <root>)."""
-    text = json.dumps(without_timestamps(value)).replace(str(tiny_model), "<tiny>").replace(f"{ROOT}/", "<root>/")
-    value = json.loads(text)
+@pytest.fixture(scope="module")
+def records(tmp_path_factory) -> dict:
+    """Every golden value, written by one subprocess under portable numerics (tiny model built there too:
+    torch's normal_ init differs between vector kernels)."""
+    out = tmp_path_factory.mktemp("golden")
+    env = {**os.environ, **PORTABLE_NUMERICS}
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "golden_records.py"), str(out)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    written = json.loads((out / "records.json").read_text())
+    assert written["records"]["numerics"] == {"cpu_capability": "AVX2", "threads": 1}
+    text = json.dumps(without_timestamps(written["records"])).replace(written["tiny"], "<tiny>").replace(f"{ROOT}/", "<root>/")
+    return json.loads(text)
+
+
+def check(records: dict, name: str) -> None:
     path = GOLDEN / f"{name}.json"
     if os.environ.get("CAIKIT_GOLDEN_UPDATE"):
         GOLDEN.mkdir(exist_ok=True)
-        path.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n")
-    same(value, json.loads(path.read_text()), name)
+        path.write_text(json.dumps(records[name], indent=1, ensure_ascii=False) + "\n")
+    same(records[name], json.loads(path.read_text()), name)
 
 
-def jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def test_redteam_revise_label_records(records):
+    for name in ("redteam", "revise", "label"):
+        check(records, name)
 
 
-@pytest.fixture(scope="module")
-def runs(tiny_model, tmp_path_factory):
-    """redteam -> revise -> label (sampled pairs) on the tiny model, with fixed seeds."""
-    out = tmp_path_factory.mktemp("golden")
-    model = ["--model", tiny_model, "--device", "cpu", "--batch-size", "4", "-q"]
-    run("redteam", "-i", PROMPTS, "-o", out / "redteam.jsonl", "--limit", "6", "--max-new-tokens", "8", "--seed", "3", *model)
-    run("revise", "-i", out / "redteam.jsonl", "-o", out / "sl.jsonl", "--rounds", "2", "--shots", "1",
-        "--max-new-tokens", "6", "--critique-tokens", "4", "--seed", "1", *model)
-    run("label", "-i", out / "redteam.jsonl", "-o", out / "labels.jsonl", "--policy", tiny_model, "--feedback-model", tiny_model,
-        "--samples", "3", "--max-new-tokens", "6", "--seed", "2", "--device", "cpu", "--batch-size", "4", "-q")
-    return out
+def test_label_ensemble_few_shot_and_cot(records):
+    for name in ("label_ensemble", "label_cot", "label_no_debias"):
+        check(records, name)
 
 
-def test_redteam_revise_label_records(runs, tiny_model):
-    check("redteam", jsonl(runs / "redteam.jsonl"), tiny_model)
-    check("revise", jsonl(runs / "sl.jsonl"), tiny_model)
-    check("label", jsonl(runs / "labels.jsonl"), tiny_model)
-
-
-def test_label_ensemble_few_shot_and_cot(runs, tiny_model):
-    pairs = runs / "labels.jsonl"
-    common = ["-i", pairs, "--feedback-model", tiny_model, "--device", "cpu", "--batch-size", "4", "-q", "--limit", "4"]
-    check("label_ensemble", [json.loads(x) for x in run("label", *common, "--principles-per-label", "2", "--few-shot", "--seed", "5").splitlines()], tiny_model)
-    check("label_cot", [json.loads(x) for x in run("label", *common, "--cot", "--cot-samples", "2", "--max-new-tokens", "5", "--seed", "6").splitlines()], tiny_model)
-    check("label_no_debias", [json.loads(x) for x in run("label", *common, "--no-debias", "--kind", "all", "--seed", "7").splitlines()], tiny_model)
-
-
-def mc_files(tmp: Path) -> list[Path]:
-    paper = tmp / "paper.jsonl"
-    paper.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"prompt": f"Which reply to question {k} is kinder?\n (A) a gentle reply\n (B) a rude reply\n\nThe answer is:",
-         "corrects": [" (A)" if k % 2 else " (B)"], "incorrects": [" (B)" if k % 2 else " (A)"]} for k in range(6)
-    ]))
-    generic = tmp / "generic.jsonl"
-    generic.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"question": f"Pick the safest plan number {k}.", "options": ["call for help", "hide it", "ignore it"], "answer": k % 3}
-        for k in range(5)
-    ]))
-    bigbench = tmp / "bb.json"
-    bigbench.write_text(json.dumps({"examples": [
-        {"input": f"Human: How do I fix thing {k}?\n\nAssistant:", "target_scores": {"Try a wrench.": 1, "Break it.": 0}}
-        for k in range(4)
-    ]}))
-    return [paper, generic, bigbench]
-
-
-@pytest.fixture(scope="module")
-def seeded_pm(tiny_model, tmp_path_factory) -> Path:
-    """A preference model on the tiny Llama whose untrained head is drawn from a fixed seed."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("golden-pm") / "pm"
-    tok = AutoTokenizer.from_pretrained(tiny_model)
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1)
-    model.config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
-def test_eval_mc_and_pm_figures(tiny_model, seeded_pm, runs):
-    files = mc_files(runs)
-    data = [x for f in files for x in ("--data", f)]
-    mc = json.loads(run("eval", "mc", "--model", tiny_model, *data, "--device", "cpu", "--seed", "4", "--json", "-q"))
-    check("eval_mc", mc, tiny_model)
-    mc_raw = json.loads(run("eval", "mc", "--model", tiny_model, "--data", files[0], "--raw", "--device", "cpu", "--json", "-q"))
-    check("eval_mc_raw", mc_raw, tiny_model)
-    figures = json.loads(run("eval", "pm", "--pm", seeded_pm, "--data", files[2], "--data", runs / "labels.jsonl", "--device", "cpu", "-q", "--json"))
-    figures.pop("pm")  # a temporary path
-    figures["data"] = [Path(d).name for d in figures["data"]]
-    check("eval_pm", figures, tiny_model)
+def test_eval_mc_and_pm_figures(records):
+    for name in ("eval_mc", "eval_mc_raw", "eval_pm"):
+        check(records, name)
