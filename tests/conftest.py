@@ -23,6 +23,16 @@ CHATML = (
 )
 
 
+def pytest_report_header(config):
+    """Which kernels this run's numbers come from: a result that differs between machines says where."""
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "?") if Path("/proc/cpuinfo").is_file() else "?"
+    pinned = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS") if k in os.environ}
+    return f"caikit: {cpu}; torch {torch.__version__} kernels {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads; {pinned or 'no numerics settings'}"
+
+
 @pytest.fixture(autouse=True)
 def caikit_home(tmp_path, monkeypatch):
     home = tmp_path / "caikit-home"
