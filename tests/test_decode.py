@@ -111,6 +111,22 @@ def test_half_precision_models_run_on_the_lean_engine(tiny_model):
     assert len(backend.generate(QUESTIONS[:2], SamplingParams(max_new_tokens=5, temperature=0))) == 2
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_self_check_passes_the_engine_and_refuses_a_wrong_step(tiny_model, monkeypatch, dtype):
+    """The decode step may match the model's cached step or its whole forward (they round apart in
+    bfloat16 on some CPUs), but a step that computes something else matches neither."""
+    engine = decode.Engine(models.load(str(tiny_model), device="cpu", dtype=dtype).model)
+    assert engine.agrees()
+    forward = decode.Engine.forward
+    shifted = lambda self, ids, positions, *rest: forward(self, ids, positions + (ids.shape[1] == 1), *rest)  # noqa: E731
+    monkeypatch.setattr(decode.Engine, "forward", shifted)  # the step's token one position too far
+    assert not engine.agrees()
+    step = decode.Engine.step
+    monkeypatch.setattr(decode.Engine, "forward", forward)
+    monkeypatch.setattr(decode.Engine, "step", lambda self, cache, tokens, lengths: step(self, cache, tokens + 1, lengths))
+    assert not engine.agrees()
+
+
 def test_a_model_without_llama_style_layers_is_refused_not_crashed_on():
     from transformers import GPT2Config, GPT2LMHeadModel
 
