@@ -4,7 +4,7 @@ records and figures on the tiny model as when the files in tests/golden/ were wr
 
 The records come from tests/golden_records.py, run in a subprocess under PORTABLE_NUMERICS: torch's AVX2
 kernels, MKL's vendor-independent code branch and one thread. Under a CPU's own kernels the last bits of
-the logits move (measured on the tiny model: up to 6e-5 between AVX-512 and AVX2 kernels), and a token
+the logits move (measured on the tiny model: up to 6e-5 between kernel settings), and a token
 sampled near a boundary of the cumulative distribution flips, and so does all text after it.
 
 Regenerate (only when a change of output is intended): CAIKIT_GOLDEN_UPDATE=1 pytest tests/test_golden.py
