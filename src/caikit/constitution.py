@@ -19,90 +19,21 @@ constitution with problems. `Constitution.hash` is a content hash that goes into
 
 from __future__ import annotations
 
-import hashlib
 import sys
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from caikit.constitution_json import PAPER_FILES, load_json, read_swarm
+from caikit.constitution_model import (  # noqa: F401  (the types are caikit.constitution's too)
+    KINDS, Comparison, ComparisonExample, Constitution, CritiqueExample, Principle, Problems, messages_of, text_of,
+)
 from caikit.errors import CaikitError
-from caikit.records import canonical
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-KINDS = ("harmlessness", "helpfulness")
 BUILTIN = ("default", "helpful-only")
-
-
-@dataclass(frozen=True)
-class Principle:
-    id: str
-    critique: str
-    revision: str
-
-
-@dataclass(frozen=True)
-class Comparison:
-    id: str
-    question: str
-    kind: str = "harmlessness"
-
-
-@dataclass(frozen=True)
-class CritiqueExample:
-    prompt: list  # messages, ending with the user turn
-    response: str
-    critique: str
-    revision: str
-    principle: str | None = None
-    # The requests shown with this example; when empty, those of `principle` (or of the round's) are used.
-    critique_request: str = ""
-    revision_request: str = ""
-
-
-@dataclass(frozen=True)
-class ComparisonExample:
-    prompt: list
-    response_a: str
-    response_b: str
-    answer: str  # "A" or "B"
-    question: str | None = None  # None: shown under whichever principle is being asked
-
-
-@dataclass
-class Constitution:
-    name: str
-    source: str
-    description: str = ""
-    principles: list[Principle] = field(default_factory=list)
-    comparisons: list[Comparison] = field(default_factory=list)
-    critique_examples: list[CritiqueExample] = field(default_factory=list)
-    comparison_examples: list[ComparisonExample] = field(default_factory=list)
-
-    @property
-    def hash(self) -> str:
-        content = {
-            "principles": [asdict(p) for p in self.principles],
-            "comparisons": [asdict(c) for c in self.comparisons],
-            "critique_examples": [asdict(e) for e in self.critique_examples],
-            "comparison_examples": [asdict(e) for e in self.comparison_examples],
-        }
-        return hashlib.sha256(canonical(content).encode()).hexdigest()[:12]
-
-    def provenance(self) -> dict:
-        return {"name": self.name, "hash": self.hash, "source": self.source}
-
-    def select(self, ids: list[str] | None, option: str = "--principles") -> list[Principle]:
-        """The principles named in `ids` (all when None); unknown ids are a usage error."""
-        if not ids:
-            return list(self.principles)
-        known = {p.id for p in self.principles}
-        unknown = [i for i in ids if i not in known]
-        if unknown:
-            raise CaikitError(f"{option} {','.join(unknown)}: unknown principle id (known: {', '.join(sorted(known))})")
-        return [p for p in self.principles if p.id in ids]
 
 
 # -- locating -------------------------------------------------------------------------------------
@@ -130,27 +61,6 @@ def locate(spec: str | None) -> Path:
 # -- reading each format (each returns a Constitution and a list of problems) --------------------
 
 
-class Problems(list):
-    def add(self, where: str, message: str) -> None:
-        self.append(f"{where}: {message}")
-
-
-def _text(value) -> str:
-    return value.strip() if isinstance(value, str) else ""
-
-
-def _messages(value) -> list | None:
-    """A few-shot prompt: a plain string (one user turn) or a list of {role, content} messages."""
-    if isinstance(value, str) and value.strip():
-        return [{"role": "user", "content": value.strip()}]
-    if isinstance(value, list) and value and all(
-        isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str)
-        for m in value
-    ):
-        return [{"role": m["role"], "content": m["content"]} for m in value]
-    return None
-
-
 def read_toml(path: Path) -> tuple[Constitution, Problems]:
     problems = Problems()
     try:
@@ -161,44 +71,44 @@ def read_toml(path: Path) -> tuple[Constitution, Problems]:
     for key in raw:
         if key not in known:
             problems.add(str(path), f"unknown key '{key}' (expected one of: {', '.join(sorted(known))})")
-    const = Constitution(name=str(raw.get("name") or path.stem), source=str(path), description=_text(raw.get("description")))
+    const = Constitution(name=str(raw.get("name") or path.stem), source=str(path), description=text_of(raw.get("description")))
     for k, item in enumerate(_table_list(raw, "principles", path, problems)):
         where = f"{path}: principles[{k}]"
-        const.principles.append(Principle(_text(item.get("id")), _text(item.get("critique")), _text(item.get("revision"))))
+        const.principles.append(Principle(text_of(item.get("id")), text_of(item.get("critique")), text_of(item.get("revision"))))
         _unknown_keys(item, {"id", "critique", "revision"}, where, problems)
     for k, item in enumerate(_table_list(raw, "comparisons", path, problems)):
         where = f"{path}: comparisons[{k}]"
         const.comparisons.append(
-            Comparison(_text(item.get("id")), _text(item.get("question")), _text(item.get("kind")) or "harmlessness")
+            Comparison(text_of(item.get("id")), text_of(item.get("question")), text_of(item.get("kind")) or "harmlessness")
         )
         _unknown_keys(item, {"id", "question", "kind"}, where, problems)
     for k, item in enumerate(_table_list(raw, "critique_examples", path, problems)):
         where = f"{path}: critique_examples[{k}]"
-        prompt = _messages(item.get("prompt"))
+        prompt = messages_of(item.get("prompt"))
         if prompt is None:
             problems.add(where, "'prompt' must be a non-empty string or a list of {role, content} messages")
         const.critique_examples.append(
             CritiqueExample(
                 prompt or [],
-                _text(item.get("response")),
-                _text(item.get("critique")),
-                _text(item.get("revision")),
-                _text(item.get("principle")) or None,
+                text_of(item.get("response")),
+                text_of(item.get("critique")),
+                text_of(item.get("revision")),
+                text_of(item.get("principle")) or None,
             )
         )
         _unknown_keys(item, {"prompt", "response", "critique", "revision", "principle"}, where, problems)
     for k, item in enumerate(_table_list(raw, "comparison_examples", path, problems)):
         where = f"{path}: comparison_examples[{k}]"
-        prompt = _messages(item.get("prompt"))
+        prompt = messages_of(item.get("prompt"))
         if prompt is None:
             problems.add(where, "'prompt' must be a non-empty string or a list of {role, content} messages")
         const.comparison_examples.append(
             ComparisonExample(
                 prompt or [],
-                _text(item.get("response_a")),
-                _text(item.get("response_b")),
-                _text(item.get("answer")).upper(),
-                _text(item.get("question")) or None,
+                text_of(item.get("response_a")),
+                text_of(item.get("response_b")),
+                text_of(item.get("answer")).upper(),
+                text_of(item.get("question")) or None,
             )
         )
         _unknown_keys(item, {"prompt", "response_a", "response_b", "answer", "question"}, where, problems)
@@ -221,8 +131,6 @@ def _unknown_keys(item: dict, allowed: set, where: str, problems: Problems) -> N
 
 def read(spec: str | None) -> tuple[Constitution, Problems]:
     """Read a constitution in any supported format, collecting every problem found."""
-    from caikit.constitution_json import PAPER_FILES, load_json, read_swarm
-
     path = locate(spec)
     if path.is_dir():
         if (path / "constitution.toml").is_file():

@@ -9,8 +9,8 @@ import json
 import re
 from pathlib import Path
 
-from caikit.constitution import (
-    Comparison, ComparisonExample, Constitution, CritiqueExample, Principle, Problems, _messages, _text,
+from caikit.constitution_model import (
+    Comparison, ComparisonExample, Constitution, CritiqueExample, Principle, Problems, messages_of, text_of,
 )
 from caikit.errors import CaikitError
 
@@ -131,10 +131,10 @@ def read_swarm(path: Path, raw: dict) -> tuple[Constitution, Problems]:
         if not isinstance(item, dict):
             problems.add(f"{path}: constitutions[{k}]", "expected {critic, revision}")
             continue
-        const.principles.append(Principle(f"swarm{k}", _text(item.get("critic")), _text(item.get("revision"))))
+        const.principles.append(Principle(f"swarm{k}", text_of(item.get("critic")), text_of(item.get("revision"))))
     for k, chat in enumerate(raw.get("system_chat") or []):
         where = f"{path}: system_chat[{k}]"
-        messages = _messages(chat)
+        messages = messages_of(chat)
         roles = [m["role"] for m in messages] if messages else []
         if roles != ["user", "assistant"] * 3:
             problems.add(where, "expected 6 messages: user prompt, assistant answer, critique request, critique, revision request, revision")
