@@ -18,7 +18,8 @@ from typing import Sequence
 import torch
 
 from caikit import models
-from caikit.backends import Prompt, SamplingParams, decode, encode, render
+from caikit.backends import decode
+from caikit.backends.protocol import Prompt, SamplingParams, encode, render
 
 
 @dataclass(frozen=True)

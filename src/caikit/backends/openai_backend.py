@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from caikit.backends import Prompt, SamplingParams, encode
+from caikit.backends.protocol import Prompt, SamplingParams, encode
 from caikit.errors import CaikitError
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from caikit import models
-from caikit.backends import Prompt, SamplingParams, encode, render
+from caikit.backends.protocol import Prompt, SamplingParams, encode, render
 from caikit.console import loggers_to_stderr, stdout_to_stderr
 from caikit.errors import CaikitError
 
