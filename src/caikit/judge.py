@@ -101,6 +101,11 @@ def normalized(logprobs: Sequence[float]) -> float:
     return ea / (ea + eb)
 
 
+def swapped(p_slot_a: float) -> float:
+    """p(first response better) from p(A) asked with the responses swapped (the first one in slot B)."""
+    return 1 - p_slot_a
+
+
 def debiased(p_slot_a_first_order: float, p_slot_a_second_order: float) -> float:
     """p(first response better) from p(A) with the first response in slot A, and p(A) with it in slot B."""
     return (p_slot_a_first_order + 1 - p_slot_a_second_order) / 2

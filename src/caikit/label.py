@@ -72,7 +72,7 @@ def _entry(principle: Comparison, result: dict) -> dict:
     slot_a = result["p_slot_a"]
     entry = {"id": principle.id, "p_first_order": slot_a[0], "p_slot_a": slot_a}
     if len(slot_a) == 2:
-        entry["p_second_order"] = 1 - slot_a[1]
+        entry["p_second_order"] = judge.swapped(slot_a[1])
     if "reasoning" in result:
         entry["reasoning"] = result["reasoning"]
     entry["p"] = result["p"]
