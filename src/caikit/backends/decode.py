@@ -12,8 +12,8 @@
 
 Each sequence starts at column 0 of its slot (no left padding), so positions are plain counts. It
 drives any model whose decoder layers take (hidden, attention_mask, position_embeddings, cache) and
-call `cache.update` (Llama, Mistral, Qwen2/3, SmolLM...); `supports(model)` checks a model against its
-own forward before it is used, and the backend keeps its plain loop for the rest.
+call `cache.update` (Llama, Mistral, Qwen2/3, SmolLM...); `Engine(model).agrees()` checks a model against
+its own forward before it is used, and the backend keeps its plain loop for the rest.
 """
 
 from __future__ import annotations
