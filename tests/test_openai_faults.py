@@ -200,3 +200,14 @@ def test_helpers():
     assert distinguishing([" Yes", " No"]) == ["Yes", "No"]
     assert _retry_after("2") == 2.0 and _retry_after(None) is None and _retry_after("soon") is None
     assert 0 <= _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+@pytest.mark.parametrize("prompt, path", [("a plain prompt", "/v1/completions"), ([{"role": "user", "content": "hi"}], "/v1/chat/completions")])
+def test_too_few_samples_name_the_endpoint_that_was_asked(monkeypatch, prompt, path):
+    from caikit.backends import SamplingParams
+    from caikit.backends.openai_backend import Endpoint, OpenAIBackend, ServerError
+
+    backend = OpenAIBackend("m", Endpoint("http://127.0.0.1:9/v1", retries=0))
+    monkeypatch.setattr(backend, "_post", lambda *a, **k: {"choices": [{"index": 0, "text": "x", "message": {"content": "x"}}]})
+    with pytest.raises(ServerError, match=f"{path}: asked for 2 samples, got 1"):
+        backend.generate([prompt], SamplingParams(n=2, temperature=1.0, max_new_tokens=4))

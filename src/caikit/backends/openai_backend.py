@@ -167,16 +167,17 @@ class OpenAIBackend:
         if params.stop:
             body["stop"] = list(params.stop)
         if isinstance(prompt, str):
-            reply = self._post("/completions", {**body, "prompt": prompt})
+            path = "/completions"
+            reply = self._post(path, {**body, "prompt": prompt})
             texts = _in_order(reply, lambda c: c["text"])
         else:
-            body["messages"] = prompt
+            path, body["messages"] = "/chat/completions", prompt
             if prompt and prompt[-1].get("role") == "assistant":
                 body.update(continue_final_message=True, add_generation_prompt=False)
-            reply = self._post("/chat/completions", body)
+            reply = self._post(path, body)
             texts = _in_order(reply, lambda c: c["message"]["content"] or "")
         if len(texts) != params.n:
-            raise ServerError(f"{self._url('/chat/completions')}: asked for {params.n} samples, got {len(texts)}")
+            raise ServerError(f"{self._url(path)}: asked for {params.n} samples, got {len(texts)}")
         self.generated_tokens += (reply.get("usage") or {}).get("completion_tokens") or 0
         self.prompt_tokens += (reply.get("usage") or {}).get("prompt_tokens") or 0
         return [_cut(t, params.stop) for t in texts]
