@@ -94,3 +94,17 @@ def test_bad_requests_and_reference_mode(tiny_model):
         same = httpx.post(f"{url}/v1/score", json={"prompts": ["Hi"], "responses": ["Hello"], "references": ["Hello"]}, headers=auth)
         assert same.json()["rewards"] == pytest.approx([0.5], abs=1e-6)
         assert httpx.get(f"{url}/health").json()["reward"] == "constitutional"
+
+
+def test_verl_client_waits_between_tries_not_after_the_last(monkeypatch):
+    import httpx
+
+    from caikit.integrations import verl
+
+    waits = []
+    monkeypatch.setenv("CAIKIT_REWARD_URL", "http://127.0.0.1:9")
+    monkeypatch.setattr(verl.time, "sleep", waits.append)
+    monkeypatch.setattr(httpx, "post", lambda *a, **k: httpx.Response(503))
+    with pytest.raises(RuntimeError, match="kept failing"):
+        verl._post(["p"], ["r"], [None], tries=3)
+    assert waits == [1, 2]

@@ -45,7 +45,8 @@ def _post(prompts: list, responses: list[str], references: list, tries: int = 5)
         except httpx.TransportError:
             if attempt == tries - 1:
                 raise
-        time.sleep(2**attempt)
+        if attempt < tries - 1:  # (no wait after the last try)
+            time.sleep(2**attempt)
     raise RuntimeError(f"caikit reward: {url} kept failing (HTTP {reply.status_code})")
 
 
