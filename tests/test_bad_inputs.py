@@ -2,13 +2,18 @@
 file:line or the option at fault, prints nothing on stdout, shows no traceback and leaves no file."""
 
 import shutil
-import tomllib
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from caikit.cli import app
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10, which pyproject.toml allows: tomli, a dependency there
+    import tomli as tomllib
 
 HERE = Path(__file__).parent / "bad_inputs"
 CASES = tomllib.loads((HERE / "cases.toml").read_text())["case"]
