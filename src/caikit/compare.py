@@ -116,7 +116,7 @@ def run(
     human: dict | None = None,
 ) -> dict:
     """Judge every pair of models on every prompt; write judgments, results, report and plots to `out`.
-    `human`: the judge's measured agreement with human choices (caikit.labeler), quoted in the verdict."""
+    `human`: the judge's measured agreement with human choices (caikit.calibration), quoted in the verdict."""
     out.mkdir(parents=True, exist_ok=True)
     judgments = str(out / "judgments.jsonl")
     results: dict = {"models": names, "sets": {k: len(v) for k, v in sets.items()}, "elo": {}, "absolute": {}}

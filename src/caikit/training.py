@@ -180,7 +180,7 @@ def parse_weighted(spec: str, option: str) -> tuple[str, float]:
     return path, value
 
 
-def take(records: list, count: int, rng: random.Random) -> list:
+def draw(records: list, count: int, rng: random.Random) -> list:
     """`count` records: a seeded sample, repeating the whole set when more are asked than exist."""
     whole, rest = divmod(count, len(records))
     return records * whole + rng.sample(records, rest)
@@ -197,7 +197,7 @@ def mix(sources: list[tuple[str, float]], read, seed: int, *, relative_to_first:
         examples = read(path)
         size = len(examples) if not (relative_to_first and described) else described[0]["records"]
         count = max(1, round(weight * size))
-        rows += take(examples, count, rng)
+        rows += draw(examples, count, rng)
         info = {"path": path, "sha256": sha256_file(path) if path != "-" else None, "records": len(examples), "weight": weight, "used": count}
         described.append({**info, **(describe(examples) if describe else {})})
     rng.shuffle(rows)

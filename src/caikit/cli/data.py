@@ -10,7 +10,7 @@ import typer
 from caikit.backends import SamplingParams, for_scoring
 from caikit.cli.app import command
 from caikit.cli.options import (
-    Constitution, Engine, Input, Limit, Model, Output, Quiet, Resume, ShardOption, choice, engine, sampling, take, with_options,
+    Constitution, Engine, Input, Limit, Model, Output, Quiet, Resume, ShardOption, choice, engine, first, sampling, with_options,
 )
 from caikit.errors import CaikitError, FailedCheck
 from caikit.inputs import FORMATS
@@ -57,7 +57,7 @@ def redteam(
     from caikit.outputs import JsonlWriter
 
     console.setup_logging(quiet)
-    records = take(inputs.read_prompts(input, format, prompt_field=prompt_field, keep_history=keep_history), limit)
+    records = first(inputs.read_prompts(input, format, prompt_field=prompt_field, keep_history=keep_history), limit)
     if shard and synthesize:
         raise CaikitError("--shard does not split --synthesize; give each worker its own --seed instead")
     records, mark = sharded(records, shard)
@@ -127,7 +127,7 @@ def revise(
     chosen = const.select([p.strip() for p in principles.split(",") if p.strip()] if principles else None)
     if not chosen:
         raise CaikitError(f"--constitution {constitution}: it has no critique/revision principles")
-    records, mark = sharded(take(inputs.read_completions(input), limit), shard, key=lambda r: re.sub(r"-r\d+$", "", r["id"]))
+    records, mark = sharded(first(inputs.read_completions(input), limit), shard, key=lambda r: re.sub(r"-r\d+$", "", r["id"]))
     timer, tokens, failed = console.Timer(), 0, 0
     with JsonlWriter(output, resume=resume, inputs=(input,)) as out:
         todo = [r for r in records if r["id"] + (f"-r{rounds}" if keep_all else "") not in out.done]
@@ -150,12 +150,12 @@ def revise(
 def check_against_humans(feedback, const, comparisons, options, pairs: list[dict], minimum: float | None, quiet: bool) -> dict:
     """Label human-judged pairs in this run's mode and say whether the labels carry signal; with
     `minimum`, stop (exit 1) when the agreement's lower 95% bound is below it."""
-    from caikit import console, labeler
+    from caikit import calibration, console
 
-    mode = labeler.Mode("this run", principles=options.principles_per_label, debias=options.debias, few_shot=options.few_shot,
+    mode = calibration.Mode("this run", principles=options.principles_per_label, debias=options.debias, few_shot=options.few_shot,
                         cot=options.cot, cot_samples=options.cot_samples)
     with console.progress("checking against human judgments", len(pairs), quiet) as advance:
-        found, _ = labeler.measure(feedback, const, comparisons, pairs, mode, seed=options.seed, clamp=options.clamp,
+        found, _ = calibration.measure(feedback, const, comparisons, pairs, mode, seed=options.seed, clamp=options.clamp,
                                    cot_params=options.cot_params, progress=advance)
     lo, hi = found["ci95"]
     said = (f"agrees with the human choice on {found['agreement']:.1%} of {found['n']} pairs (95% CI {lo:.1%}-{hi:.1%}): "
@@ -241,10 +241,10 @@ def label(
     else:
         items, counts = inputs.read_pairs(input)
         skipped.update(counts)
-    items, mark = sharded(take(items, limit), shard, key=lambda r: prompt_id(r["prompt"]) if policy else r["id"])
+    items, mark = sharded(first(items, limit), shard, key=lambda r: prompt_id(r["prompt"]) if policy else r["id"])
     timer, kept, checked, feedback = console.Timer(), [], None, None
     if check_human:  # before any label is written
-        from caikit.labeler import human_pairs
+        from caikit.calibration import human_pairs
 
         human = human_pairs([check_human], check_limit, options.seed)  # (all data is read before a model is loaded)
         feedback = engine.build(feedback_model, scoring=True)

@@ -10,12 +10,12 @@ import typer
 
 from caikit.cli.app import app, command, typer_app
 from caikit.cli.options import (
-    AllowPickle, Constitution, Engine, Json, Limit, MaxNewTokens, PmDir, Quiet, Seed, ShardOption, choice, engine, named, sampling, take,
+    AllowPickle, Constitution, Engine, Json, Limit, MaxNewTokens, PmDir, Quiet, Seed, ShardOption, choice, engine, first, named, sampling,
     with_options,
 )
 from caikit.backends import SamplingParams
 from caikit.errors import CaikitError
-from caikit.labeler import MODE_HELP
+from caikit.calibration import MODE_HELP
 
 eval_app = typer_app(name="eval", help="Evaluate models and preference models.")
 app.add_typer(eval_app)
@@ -24,7 +24,7 @@ EvalData = Annotated[
 ]
 
 
-def accuracy_table(title: str, results: dict) -> None:
+def print_accuracy_table(title: str, results: dict) -> None:
     from rich.table import Table
 
     from caikit.console import stderr
@@ -37,11 +37,11 @@ def accuracy_table(title: str, results: dict) -> None:
 
 def judge_against_humans(judge, const, pairs: list[dict], seed: int, quiet: bool) -> dict:
     """The judge's agreement with human choices (harmlessness principles, both orders)."""
-    from caikit import console, labeler
+    from caikit import calibration, console
 
     comparisons = [c for c in const.comparisons if c.kind == "harmlessness"] or const.comparisons
     with console.progress("checking the judge against human judgments", len(pairs), quiet) as advance:
-        found, _ = labeler.measure(judge, const, comparisons, pairs, labeler.Mode("debiased"), seed=seed, clamp=(0.4, 0.6),
+        found, _ = calibration.measure(judge, const, comparisons, pairs, calibration.Mode("debiased"), seed=seed, clamp=(0.4, 0.6),
                                    cot_params=SamplingParams(), progress=advance)
     return found
 
@@ -101,7 +101,7 @@ def eval_compare(
       --red-team examples/prompts/redteam.jsonl --helpful examples/prompts/helpful.jsonl
       --xstest ../shared/data/xstest/xstest_prompts.csv --judge smollm2-135m-instruct --pm runs/pm -o runs/eval
     """
-    from caikit import compare, console, constitution as constitutions, evals, inputs, labeler
+    from caikit import calibration, compare, console, constitution as constitutions, evals, inputs
     from caikit.backends import SamplingParams
 
     console.setup_logging(quiet)
@@ -120,7 +120,7 @@ def eval_compare(
     sets, xs = compare.read_sets(red_team, helpful, xstest, limit)  # all data is read before any model is loaded
     const = constitutions.load(constitution)
     rows = inputs.read_completions(revisions) if revisions else None
-    hhh_items = take(evals.load_items(hhh), hhh_limit) if hhh else None
+    hhh_items = first(evals.load_items(hhh), hhh_limit) if hhh else None
     generated = {}
     for name, spec in specs.items():
         spec, temp = split_temperature(spec)
@@ -135,7 +135,7 @@ def eval_compare(
         from caikit.pm import PreferenceModel
 
         preference = PreferenceModel(pm, device=engine.device, batch_size=engine.batch_size)
-    human_pairs = labeler.human_pairs([check_human], check_limit, seed) if check_human else None
+    human_pairs = calibration.human_pairs([check_human], check_limit, seed) if check_human else None
     judging = engine.build(judge, scoring=True) if judge else None
     human = judge_against_humans(judging, const, human_pairs, seed, quiet) if check_human else None
     results = compare.run(output, answers, names, sets, xs, pm=preference, judge=judging, const=const, revisions=rows,
@@ -180,7 +180,7 @@ def eval_labeler(
     """
     from dataclasses import replace
 
-    from caikit import console, constitution as constitutions, labeler as stage
+    from caikit import calibration as stage, console, constitution as constitutions
     from caikit.cli.data import clamp_range
     from caikit.outputs import JsonlWriter
 
@@ -255,15 +255,15 @@ def eval_mc(
     if pm:
         from caikit.pm import PreferenceModel
 
-        items = take(evals.load_items(input), limit)  # the data is checked before a model is loaded
+        items = first(evals.load_items(input), limit)  # the data is checked before a model is loaded
         results = evals.pm_accuracy(PreferenceModel(pm, device=engine.device, batch_size=engine.batch_size), items)
     else:
-        items = take(evals.mc_items(input, seed), limit)
+        items = first(evals.mc_items(input, seed), limit)
         results = evals.mc_accuracy(engine.build(model or DEFAULT_MODEL, scoring=True), items, raw=raw)
     if json_out:
         typer.echo(json.dumps(results))
     if not quiet:
-        accuracy_table(f"caikit eval mc: {pm or model or DEFAULT_MODEL}", results)
+        print_accuracy_table(f"caikit eval mc: {pm or model or DEFAULT_MODEL}", results)
 
 
 @command("pm", group=eval_app)
@@ -285,12 +285,12 @@ def eval_pm(
     from caikit.pm import PreferenceModel
 
     console.setup_logging(quiet)
-    items = take(evals.load_items(input), limit)
+    items = first(evals.load_items(input), limit)
     results = {"pm": str(pm), "data": input, **evals.pm_accuracy(PreferenceModel(pm, device=device, batch_size=batch_size), items)}
     if json_out:
         typer.echo(json.dumps(results))
     if not quiet:
-        accuracy_table(f"caikit eval pm: {pm}", results)
+        print_accuracy_table(f"caikit eval pm: {pm}", results)
 
 
 @command()

@@ -230,6 +230,7 @@ def named(values: list[str] | None, option: str) -> dict[str, str]:
     return found
 
 
-def take(records: list, limit: int | None) -> list:
+def first(records: list, limit: int | None) -> list:
+    """The first `limit` records (all of them when there is no limit)."""
     return records[:limit] if limit else records
 

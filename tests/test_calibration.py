@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from caikit import labeler
+from caikit import calibration
 from caikit.cli import app
 from caikit.errors import CaikitError
 
@@ -35,13 +35,13 @@ def caikit(*args):
 
 
 def test_slots_are_a_coin_flip_and_modes_parse(tmp_path):
-    pairs = labeler.human_pairs([str(human_file(tmp_path / "h.jsonl"))], None, seed=0)
+    pairs = calibration.human_pairs([str(human_file(tmp_path / "h.jsonl"))], None, seed=0)
     assert 10 < sum(p["human"] for p in pairs) < 30, "the human's choice sits in slot A about half the time"
     assert all((p["a"] if p["human"] else p["b"]).startswith("GOOD") for p in pairs)
-    assert [m.name for m in labeler.parse_modes("single,debiased,ensemble-4,few-shot,cot,cot-3")] == \
+    assert [m.name for m in calibration.parse_modes("single,debiased,ensemble-4,few-shot,cot,cot-3")] == \
         ["single", "debiased", "ensemble-4", "few-shot", "cot", "cot-3"]
     with pytest.raises(CaikitError, match="--modes best: unknown mode"):
-        labeler.parse_modes("single,best")
+        calibration.parse_modes("single,best")
 
 
 def test_an_oracle_agrees_and_a_position_lover_does_not(fake_backend, tmp_path):
