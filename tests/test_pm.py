@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from caikit import pm
 from caikit.cli import app
-from conftest import SHARED
+from conftest import SHARED, wilson
 
 POLITE = ["Thank you for asking, I am happy to help you with that.", "Of course, here is a kind and careful answer.",
           "Good question, let me explain it gently.", "I would be glad to help, thanks for your patience."]
@@ -122,8 +122,8 @@ def test_eval_pm_on_the_papers_438_file(tiny_pm):
     result = CliRunner().invoke(app, ["eval", "pm", "--pm", str(tiny_pm), "--data", str(path), "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.stderr
     results = json.loads(result.stdout)
-    overall = results
-    assert overall["n"] == 438 and 0 <= overall["ci95"][0] <= overall["accuracy"] <= overall["ci95"][1] <= 1
+    hits = results["accuracy"] * 438
+    assert results["n"] == 438 and hits == pytest.approx(round(hits)) and results["ci95"] == pytest.approx(wilson(round(hits), 438))
 
 
 def test_eval_pm_bigbench_and_subsets(tiny_pm, tmp_path):
