@@ -46,7 +46,7 @@ def test_debias_removes_a_planted_position_bias(fake_backend):
         [entry] = rec["principles"]
         assert entry["p_first_order"] == pytest.approx(sigma) and entry["p_second_order"] == pytest.approx(1 - sigma)
         assert rec["p_a"] == pytest.approx(0.5)
-    assert summarize(out)["position_bias"] == pytest.approx(sigma)
+    assert summarize(out)["position_bias"] == pytest.approx(sigma - 0.5)  # mean p(A) over both orders - 0.5
     # without debiasing the bias goes straight into the label
     biased = list(label_pairs(pairs(1), fake_backend, CONST, HARMLESS, LabelOptions(debias=False)))
     assert biased[0]["p_a"] == pytest.approx(sigma) and "p_second_order" not in biased[0]["principles"][0]

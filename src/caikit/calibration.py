@@ -22,7 +22,7 @@ import re
 import time
 from dataclasses import dataclass, replace
 
-from caikit import evals
+from caikit import evals, judge
 from caikit.errors import CaikitError
 from caikit.label import LabelOptions, label_pairs
 from caikit.records import pair_id
@@ -124,7 +124,7 @@ def figures(records: list[dict], human: list[int], seconds: float, tokens: int) 
         "agreement": agree / len(p),
         "ci95": [lo, hi],
         "signal": lo > 0.5,
-        "position_bias": sum(slots) / len(slots) - 0.5,
+        "position_bias": judge.position_bias(slots),
         "confidence": sum(abs(2 * x - 1) for x in p) / len(p),
         "ece": ece,
         "reliability": bins,

@@ -111,6 +111,12 @@ def debiased(p_slot_a_first_order: float, p_slot_a_second_order: float) -> float
     return (p_slot_a_first_order + 1 - p_slot_a_second_order) / 2
 
 
+def position_bias(p_slot_a: Sequence[float]) -> float | None:
+    """How much a labeler prefers slot A whatever it holds: mean p(A) over every question asked, minus
+    0.5. 0 is none; +0.5 always (A), -0.5 always (B). None when nothing was asked."""
+    return sum(p_slot_a) / len(p_slot_a) - 0.5 if p_slot_a else None
+
+
 def draw_principles(comparisons: Sequence[Comparison], k: int, seed: int, record_id: str) -> list[Comparison]:
     """K distinct comparison principles for one record, seeded by the run seed and the record's id, so a
     record's draw does not depend on batching, order or resuming. (The ':label' salt keeps the draws

@@ -4,8 +4,8 @@ give a soft preference label.
 
 - Input: pairs to (re)label, or prompts with a policy that samples K responses per prompt, every
   pair of which is labelled (`sample_pairs`).
-- Debiasing (default on): both orders are scored and averaged; the labeler's position bias (mean
-  probability of the first slot) is reported.
+- Debiasing (default on): both orders are scored and averaged; the labeler's position bias
+  (`judge.position_bias`: mean p(A) - 0.5, the same figure `eval labeler` reports) is reported.
 - Ensembles: `principles_per_label` K > 1 averages K distinct sampled comparison principles.
 - Chain of thought: reasoning first, then the answer is scored; clamped and averaged (`judge.Cot`).
 
@@ -185,7 +185,7 @@ def summarize(records: list[dict]) -> dict:
         "pairs": len(records),
         "mean_label": sum(r["label"] for r in records) / len(records),
         "mean_confidence": sum(abs(r["p_a"] - 0.5) * 2 for r in records) / len(records),
-        "position_bias": sum(slot_a) / len(slot_a) if slot_a else None,
+        "position_bias": judge.position_bias(slot_a),
         "principle_agreement": {k: sum(v) / len(v) for k, v in sorted(agree.items())},
     }
 
@@ -199,7 +199,7 @@ def summary_rows(records: list[dict], skipped: dict, seconds: float, checked: di
         rows.append(("mean label p(chosen)", f"{stats['mean_label']:.3f}"))
         rows.append(("mean confidence |2p-1|", f"{stats['mean_confidence']:.3f}"))
         if stats["position_bias"] is not None:
-            rows.append(("position bias p(first slot)", f"{stats['position_bias']:.3f}"))
+            rows.append(("position bias mean p(A) - 0.5", f"{stats['position_bias']:+.3f}"))
         rows += [(f"agreement with ensemble: {pid}", f"{share:.2f}") for pid, share in stats["principle_agreement"].items()]
     if checked:
         lo, hi = checked["ci95"]
