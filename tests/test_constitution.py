@@ -164,3 +164,14 @@ def test_select_filters_and_rejects_unknown_ids():
     assert [p.id for p in const.select(["danger", "privacy"])] == ["danger", "privacy"]
     with pytest.raises(CaikitError, match=r"--principles nope: unknown principle id"):
         const.select(["danger", "nope"])
+
+
+def test_comparisons_for_a_kind_with_one_fallback_rule(caplog):
+    default, helpful = constitution.load("default"), constitution.load("helpful-only")
+    harmless = default.comparisons_for("harmlessness")
+    assert harmless and {c.kind for c in harmless} == {"harmlessness"}
+    assert {c.kind for c in default.comparisons_for("helpfulness")} == {"helpfulness"}
+    assert default.comparisons_for("all") == default.comparisons
+    assert not caplog.records
+    assert helpful.comparisons_for("harmlessness") == helpful.comparisons  # none of that kind: all, said
+    assert "no harmlessness comparison principles; using all 2" in caplog.text

@@ -132,7 +132,7 @@ def run(
                 outcomes["pm"], means = pm_outcomes(pm, names, records, given)
                 results["absolute"].setdefault("mean_pm_score", {})[kind] = means
             if judge is not None:
-                comparisons = [c for c in const.comparisons if c.kind == kind] or const.comparisons
+                comparisons = const.comparisons_for(kind)
                 outcomes["judge"] = judge_outcomes(judge, comparisons, names, kind, records, given, cache, log, seed)
             for source, by_prompt in outcomes.items():
                 if by_prompt:

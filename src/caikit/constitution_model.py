@@ -5,10 +5,13 @@ and what every format's reader shares (the list of problems found, the text and 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import asdict, dataclass, field
 
 from caikit.errors import CaikitError
 from caikit.records import canonical
+
+log = logging.getLogger("caikit.constitution")
 
 KINDS = ("harmlessness", "helpfulness")
 
@@ -70,6 +73,17 @@ class Constitution:
 
     def provenance(self) -> dict:
         return {"name": self.name, "hash": self.hash, "source": self.source}
+
+    def comparisons_for(self, kind: str = "harmlessness") -> list[Comparison]:
+        """The comparison principles that judge `kind` (harmlessness, helpfulness; "all": every one).
+        The one rule for every command: a constitution with none of that kind (`helpful-only` asked
+        about harmlessness) gives all its comparison principles, with a warning, not none."""
+        if kind == "all":
+            return list(self.comparisons)
+        found = [c for c in self.comparisons if c.kind == kind]
+        if not found and self.comparisons:
+            log.warning("%s: no %s comparison principles; using all %d", self.source, kind, len(self.comparisons))
+        return found or list(self.comparisons)
 
     def select(self, ids: list[str] | None, option: str = "--principles") -> list[Principle]:
         """The principles named in `ids` (all when None); unknown ids are a usage error."""

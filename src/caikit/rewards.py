@@ -133,7 +133,7 @@ class Scorer:
         self.kind = "pm" if settings.pm else "constitutional"
         self._backend, self._pm = backend, pm
         const = constitutions.load(settings.constitution)
-        self.comparisons = [c for c in const.comparisons if c.kind == "harmlessness"] or const.comparisons
+        self.comparisons = const.comparisons_for("harmlessness")
         self.constitution = const.provenance()
 
     def backend(self):

@@ -229,7 +229,7 @@ def label(
     if min_agreement is not None and not check_human:
         raise CaikitError("--min-agreement needs --check-human FILE (the human pairs to measure against)")
     const = constitutions.load(constitution)
-    comparisons = [c for c in const.comparisons if kind == "all" or c.kind == kind]
+    comparisons = const.comparisons_for(kind)
     if len(comparisons) < principles_per_label:
         raise CaikitError(f"--principles-per-label {principles_per_label}: the constitution has {len(comparisons)} {kind} comparison principles")
     cot_params = replace(sampling, max_new_tokens=128, temperature=max(sampling.temperature, 0.1))

@@ -39,7 +39,7 @@ def judge_against_humans(judge, const, pairs: list[dict], seed: int, quiet: bool
     """The judge's agreement with human choices (harmlessness principles, both orders)."""
     from caikit import calibration, console
 
-    comparisons = [c for c in const.comparisons if c.kind == "harmlessness"] or const.comparisons
+    comparisons = const.comparisons_for("harmlessness")
     with console.progress("checking the judge against human judgments", len(pairs), quiet) as advance:
         found, _ = calibration.measure(judge, const, comparisons, pairs, calibration.Mode("debiased"), seed=seed, clamp=(0.4, 0.6),
                                    cot_params=SamplingParams(), progress=advance)
@@ -187,7 +187,7 @@ def eval_labeler(
     console.setup_logging(quiet)
     chosen_modes, lo_hi = stage.parse_modes(modes), clamp_range(clamp)
     const = constitutions.load(constitution)
-    comparisons = [c for c in const.comparisons if kind == "all" or c.kind == kind]
+    comparisons = const.comparisons_for(kind)
     pairs = stage.human_pairs(input, limit, sampling.seed)  # all data is read before the model is loaded
     backend = engine.build(feedback_model, scoring=True)
     cot_params = replace(sampling, max_new_tokens=128, temperature=max(sampling.temperature, 0.1))

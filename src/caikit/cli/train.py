@@ -193,7 +193,7 @@ def build_reward(reward: str, policy: str, sources, options, constitution: str, 
         return stage.PMReward(PreferenceModel(reward, device=options.device, option="--reward")), {"kind": "pm", "path": reward}
     model = reward.removeprefix("feedback:")
     const = constitutions.load(constitution)
-    comparisons = [c for c in const.comparisons if c.kind == "harmlessness"] or const.comparisons
+    comparisons = const.comparisons_for("harmlessness")
     rows, _ = stage.read_prompt_sources(sources, options.seed)
     feedback = engine.build(model, scoring=True)
     start = feedback if model == policy else engine.build(policy)
