@@ -40,6 +40,11 @@ class Mode:
     cot: bool = False
     cot_samples: int = 1
 
+    def options(self, *, seed: int, clamp: tuple[float, float], cot_params) -> LabelOptions:
+        """`label`'s options for this mode."""
+        return LabelOptions(principles_per_label=self.principles, debias=self.debias, cot=self.cot, cot_samples=self.cot_samples,
+                            clamp=clamp, few_shot=self.few_shot, seed=seed, cot_params=cot_params)
+
 
 def parse_modes(spec: str) -> list[Mode]:
     modes = []
@@ -91,13 +96,10 @@ def human_pairs(paths: list[str], limit: int | None, seed: int) -> list[dict]:
     return pairs[:limit] if limit else pairs
 
 
-def measure(backend, const, comparisons, pairs: list[dict], mode: Mode, *, seed: int, clamp: tuple[float, float],
-            cot_params, progress=lambda n: None) -> tuple[dict, list[dict]]:
-    """Label `pairs` in one mode; (its figures, the labelled records)."""
-    if mode.principles > len(comparisons):
-        raise CaikitError(f"--modes {mode.name}: the constitution has only {len(comparisons)} comparison principles")
-    options = LabelOptions(principles_per_label=mode.principles, debias=mode.debias, cot=mode.cot, cot_samples=mode.cot_samples,
-                           clamp=clamp, few_shot=mode.few_shot, seed=seed, cot_params=cot_params)
+def measure(backend, const, comparisons, pairs: list[dict], options: LabelOptions, progress=lambda n: None) -> tuple[dict, list[dict]]:
+    """Label human-judged `pairs` as `label` would with `options` (a run's own, or an `eval labeler`
+    mode's); (the figures against the human choices, the labelled records). The one way caikit
+    checks a feedback model against humans: `label --check-human`, `eval labeler`, `eval compare`."""
     tokens = getattr(backend, "prompt_tokens", 0) + backend.generated_tokens
     started = time.perf_counter()
     records = list(label_pairs([{k: v for k, v in p.items() if k != "human"} for p in pairs], backend, const, comparisons,
@@ -185,9 +187,12 @@ def run(backend, const, comparisons, pairs, modes: list[Mode], *, seed: int, cla
     """Every mode on the same pairs; (results, records by mode)."""
     results, runs = {"pairs": len(pairs), "modes": {}}, {}
     for mode in modes:
+        if mode.principles > len(comparisons):
+            raise CaikitError(f"--modes {mode.name}: the constitution has only {len(comparisons)} comparison principles")
+    for mode in modes:
+        options = mode.options(seed=seed, clamp=clamp, cot_params=replace(cot_params, seed=seed))
         with progress(f"labeler: {mode.name}", len(pairs)) as advance:
-            results["modes"][mode.name], runs[mode.name] = measure(
-                backend, const, comparisons, pairs, mode, seed=seed, clamp=clamp, cot_params=replace(cot_params, seed=seed), progress=advance)
+            results["modes"][mode.name], runs[mode.name] = measure(backend, const, comparisons, pairs, options, progress=advance)
     human = [p["human"] for p in pairs]
     results["principles"] = by_principle({k: v for k, v in runs.items() if not k.startswith("cot")}, human)
     results["verdict"] = verdict(results)

@@ -152,11 +152,8 @@ def check_against_humans(feedback, const, comparisons, options, pairs: list[dict
     `minimum`, stop (exit 1) when the agreement's lower 95% bound is below it."""
     from caikit import calibration, console
 
-    mode = calibration.Mode("this run", principles=options.principles_per_label, debias=options.debias, few_shot=options.few_shot,
-                        cot=options.cot, cot_samples=options.cot_samples)
     with console.progress("checking against human judgments", len(pairs), quiet) as advance:
-        found, _ = calibration.measure(feedback, const, comparisons, pairs, mode, seed=options.seed, clamp=options.clamp,
-                                   cot_params=options.cot_params, progress=advance)
+        found, _ = calibration.measure(feedback, const, comparisons, pairs, options, progress=advance)
     lo, hi = found["ci95"]
     said = (f"agrees with the human choice on {found['agreement']:.1%} of {found['n']} pairs (95% CI {lo:.1%}-{hi:.1%}): "
             + ("the labels carry signal" if found["signal"] else "no measurable signal"))

@@ -38,11 +38,11 @@ def print_accuracy_table(title: str, results: dict) -> None:
 def judge_against_humans(judge, const, pairs: list[dict], seed: int, quiet: bool) -> dict:
     """The judge's agreement with human choices (harmlessness principles, both orders)."""
     from caikit import calibration, console
+    from caikit.label import LabelOptions
 
     comparisons = const.comparisons_for("harmlessness")
     with console.progress("checking the judge against human judgments", len(pairs), quiet) as advance:
-        found, _ = calibration.measure(judge, const, comparisons, pairs, calibration.Mode("debiased"), seed=seed, clamp=(0.4, 0.6),
-                                   cot_params=SamplingParams(), progress=advance)
+        found, _ = calibration.measure(judge, const, comparisons, pairs, LabelOptions(seed=seed), progress=advance)
     return found
 
 
