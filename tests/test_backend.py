@@ -135,3 +135,16 @@ def test_a_seeded_sample_does_not_depend_on_its_batch(tiny_backend):
     alone = [s for c in CONVERSATIONS for s in tiny_backend.generate([c], params)]
     assert together == alone
     assert together[0] != together[1], "the two samples of a prompt draw from different generators"
+
+
+def test_the_helpers_every_backend_shares():
+    from caikit.backends.protocol import choices_per_prompt, continues_assistant, cut_at_stop
+
+    assert choices_per_prompt(["p", "q"], [" (A)", " (B)"]) == [[" (A)", " (B)"]] * 2
+    assert choices_per_prompt(["p", "q"], [["x"], ["y", "z"]]) == [["x"], ["y", "z"]]
+    with pytest.raises(ValueError, match="one list of choices per prompt"):
+        choices_per_prompt(["p", "q"], [["x"]])
+    assert cut_at_stop("one. two\n\nHuman: three", ("\n\nHuman:", ".")) == ("one", True)
+    assert cut_at_stop("no stop here", ("\n\nHuman:",)) == ("no stop here", False)
+    assert continues_assistant([{"role": "user", "content": "q"}, {"role": "assistant", "content": "The answer is:"}])
+    assert not continues_assistant([{"role": "user", "content": "q"}]) and not continues_assistant("plain") and not continues_assistant([])

@@ -19,7 +19,7 @@ import torch
 
 from caikit import models
 from caikit.backends import decode
-from caikit.backends.protocol import Prompt, SamplingParams, encode, render
+from caikit.backends.protocol import Prompt, SamplingParams, choices_per_prompt, cut_at_stop, encode, render
 
 
 @dataclass(frozen=True)
@@ -190,12 +190,8 @@ class TransformersBackend:
         tokens = min(end + 1, len(row))
         self.generated_tokens += tokens
         text = self._tok.decode(row[:end], skip_special_tokens=True)
-        finish = "stop" if end < len(row) else "length"
-        for s in stop:
-            cut = text.find(s)
-            if cut != -1:
-                text, finish = text[:cut], "stop"
-        return Generated(text.strip(), tokens, finish)
+        text, stopped = cut_at_stop(text, stop)
+        return Generated(text.strip(), tokens, "stop" if stopped or end < len(row) else "length")
 
     def prompt_logprobs(self, rows: list[list[int]], top: int = 0) -> list[list]:
         """For each token of each row, its log-probability after the tokens before it (None for the
@@ -240,9 +236,7 @@ class TransformersBackend:
         more forward pass (the lean engine also prefills a beginning shared by neighbouring prompts once). Choices are tokenized on their own (no special tokens), so write them with
         their leading space (" (A)"), as they would follow the prompt.
         """
-        per_prompt = [list(choices)] * len(prompts) if choices and isinstance(choices[0], str) else choices
-        if len(per_prompt) != len(prompts):
-            raise ValueError("score_choices: need one list of choices per prompt")
+        per_prompt = choices_per_prompt(prompts, choices)
         encoded = [self.encode(p) for p in prompts]
         choice_ids = [[self._tok(c, add_special_tokens=False)["input_ids"] for c in cs] for cs in per_prompt]
         self.prompt_tokens += sum(len(e) for e in encoded) + sum(len(c) for cs in choice_ids for c in cs)

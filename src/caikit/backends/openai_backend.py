@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from caikit.backends.protocol import Prompt, SamplingParams, encode
+from caikit.backends.protocol import Prompt, SamplingParams, choices_per_prompt, continues_assistant, cut_at_stop, encode
 from caikit.errors import CaikitError
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class OpenAIBackend:
             texts = _in_order(reply, lambda c: c["text"])
         else:
             path, body["messages"] = "/chat/completions", prompt
-            if prompt and prompt[-1].get("role") == "assistant":
+            if continues_assistant(prompt):
                 body.update(continue_final_message=True, add_generation_prompt=False)
             reply = self._post(path, body)
             texts = _in_order(reply, lambda c: c["message"]["content"] or "")
@@ -180,7 +180,7 @@ class OpenAIBackend:
             raise ServerError(f"{self._url(path)}: asked for {params.n} samples, got {len(texts)}")
         self.generated_tokens += (reply.get("usage") or {}).get("completion_tokens") or 0
         self.prompt_tokens += (reply.get("usage") or {}).get("prompt_tokens") or 0
-        return [_cut(t, params.stop) for t in texts]
+        return [cut_at_stop(t, params.stop)[0].strip() for t in texts]
 
     # -- scoring ----------------------------------------------------------------------------------
 
@@ -212,9 +212,7 @@ class OpenAIBackend:
         return self.scoring
 
     def score_choices(self, prompts: Sequence[Prompt], choices) -> list[list[float]]:
-        per_prompt = [list(choices)] * len(prompts) if choices and isinstance(choices[0], str) else choices
-        if len(per_prompt) != len(prompts):
-            raise ValueError("score_choices: need one list of choices per prompt")
+        per_prompt = choices_per_prompt(prompts, choices)
         method = self._exact if self.check_scoring() == "prompt-logprobs" else self._approximate
         return self._map(lambda job: method(*job), list(zip(prompts, per_prompt)))
 
@@ -247,7 +245,7 @@ class OpenAIBackend:
         if isinstance(prompt, str):
             prompt = [{"role": "user", "content": prompt}]
         body["messages"] = prompt
-        if prompt[-1].get("role") == "assistant":
+        if continues_assistant(prompt):
             body.update(continue_final_message=True, add_generation_prompt=False)
         reply = self._post("/chat/completions", body, retries=retries)
         self.prompt_tokens += (reply.get("usage") or {}).get("prompt_tokens") or 0
@@ -284,7 +282,7 @@ class OpenAIBackend:
             return encode(tok, prompt)
         if isinstance(prompt, str):
             return self._server_tokens({"prompt": prompt, "add_special_tokens": True})
-        last = bool(prompt) and prompt[-1].get("role") == "assistant"
+        last = continues_assistant(prompt)
         return self._server_tokens({"messages": prompt, "add_generation_prompt": not last,
                                     "continue_final_message": last, "add_special_tokens": False})
 
@@ -323,14 +321,6 @@ def _in_order(reply: dict, text) -> list[str]:
         return [text(c) for c in sorted(reply["choices"], key=lambda c: c.get("index", 0))]
     except (KeyError, TypeError):
         raise ServerError(f"malformed reply: {json.dumps(reply)[:200]}") from None
-
-
-def _cut(text: str, stop: Sequence[str]) -> str:
-    for s in stop:
-        cut = text.find(s)
-        if cut != -1:
-            text = text[:cut]
-    return text.strip()
 
 
 def _retry_after(value: str | None) -> float | None:

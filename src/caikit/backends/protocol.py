@@ -54,12 +54,36 @@ class Backend(Protocol):
     ) -> list[list[float]]: ...
 
 
+def continues_assistant(prompt: Prompt) -> bool:
+    """Whether `prompt` is a conversation ending with an assistant message, which every backend
+    continues (the message is the beginning of the reply) instead of closing it."""
+    return not isinstance(prompt, str) and bool(prompt) and prompt[-1].get("role") == "assistant"
+
+
+def choices_per_prompt(prompts: Sequence[Prompt], choices) -> list[list[str]]:
+    """`score_choices`' choices as one list per prompt: one list shared by every prompt, or one each."""
+    per_prompt = [list(choices)] * len(prompts) if choices and isinstance(choices[0], str) else list(choices)
+    if len(per_prompt) != len(prompts):
+        raise ValueError("score_choices: need one list of choices per prompt")
+    return per_prompt
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """`text` cut before each stop string it holds, taken in turn, and whether it held any."""
+    stopped = False
+    for s in stop:
+        at = text.find(s)
+        if at != -1:
+            text, stopped = text[:at], True
+    return text, stopped
+
+
 def render(tokenizer, prompt: Prompt) -> str:
     """The text a model sees for `prompt`: its chat template applied to a conversation (a final
     assistant message is continued, not closed), or a plain string as it is."""
     if isinstance(prompt, str):
         return prompt
-    continue_final = bool(prompt) and prompt[-1].get("role") == "assistant"
+    continue_final = continues_assistant(prompt)
     return tokenizer.apply_chat_template(
         prompt, tokenize=False, add_generation_prompt=not continue_final, continue_final_message=continue_final
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from caikit import models
-from caikit.backends.protocol import Prompt, SamplingParams, encode, render
+from caikit.backends.protocol import Prompt, SamplingParams, choices_per_prompt, encode, render
 from caikit.console import loggers_to_stderr, stdout_to_stderr
 from caikit.errors import CaikitError
 
@@ -96,9 +96,7 @@ class VllmBackend:
         from vllm import SamplingParams as VllmParams
         from vllm.inputs import TokensPrompt
 
-        per_prompt = [list(choices)] * len(prompts) if choices and isinstance(choices[0], str) else choices
-        if len(per_prompt) != len(prompts):
-            raise ValueError("score_choices: need one list of choices per prompt")
+        per_prompt = choices_per_prompt(prompts, choices)
         requests, spans = [], []
         for prompt, options in zip(prompts, per_prompt):
             head = self.encode(prompt)
