@@ -15,6 +15,19 @@ def located(path, line: int | None, reason: str) -> CaikitError:
     return CaikitError(f"{where}: {reason}")
 
 
+class FieldError(CaikitError):
+    """A bad value of a library object's own field (`max_new_tokens`, a PM's `path`). The library
+    names its field; each front end names it as its user writes it: `named({"max_new_tokens":
+    "--max-new-tokens"})` on the command line, `max_tokens` in an HTTP request."""
+
+    def __init__(self, field: str, value, reason: str):
+        self.field, self.value, self.reason = field, value, reason
+        super().__init__(f"{field}={value!r}: {reason}")
+
+    def named(self, names: dict[str, str]) -> CaikitError:
+        return CaikitError(f"{names.get(self.field, self.field)} {self.value}: {self.reason}")
+
+
 class FailedCheck(CaikitError):
     """A check the user asked for failed (e.g. `label --min-agreement`): one line, exit code 1."""
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from caikit import inputs, models, training
-from caikit.errors import CaikitError
+from caikit.errors import CaikitError, FieldError
 from caikit.stats import pair_metrics
 from caikit.training import LoraOptions
 
@@ -120,19 +120,19 @@ def trained_length(path: Path) -> int:
 class PreferenceModel:
     """Rewards from a trained preference model dir, computed on text with the PM's own chat template."""
 
-    def __init__(self, path: str | Path, device: str = "auto", batch_size: int = 8, max_length: int | None = None, option: str = "--pm"):
+    def __init__(self, path: str | Path, device: str = "auto", batch_size: int = 8, max_length: int | None = None):
         import torch
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise CaikitError(f"{option} {path}: not a model dir (no config.json)")
+            raise FieldError("pm", path, "not a model dir (no config.json)")
         config = AutoConfig.from_pretrained(path)
         if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])) or config.num_labels != 1:
-            raise CaikitError(f"{option} {path}: not a one-logit sequence-classification model (train one with caikit train-pm)")
+            raise FieldError("pm", path, "not a one-logit sequence-classification model (train one with caikit train-pm)")
         self.device = models.pick_device(device)
         self.tokenizer = models.load_tokenizer(path)
-        safe = models.require_safetensors(path, f"{option} {path}")
+        safe = models.require_safetensors(path, "preference model")
         self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32, use_safetensors=safe)
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model.to(self.device).eval()

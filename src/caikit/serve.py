@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from caikit.backends import SamplingParams, encode
 from caikit.backends.hf import Row, TransformersBackend
-from caikit.errors import CaikitError
+from caikit.errors import CaikitError, FieldError
 
 log = logging.getLogger("caikit.serve")
 
@@ -176,8 +176,10 @@ def create_app(backend: TransformersBackend, *, name: str, api_key: str | None =
         try:
             params = SamplingParams(max_new_tokens=max(max_tokens, 1), temperature=float(body.get("temperature", 1.0)),
                                     top_p=float(body.get("top_p", 1.0)), stop=tuple(stop), seed=int(seed))
+        except FieldError as err:
+            raise BadRequest(str(err.named({"max_new_tokens": "max_tokens"}))) from None
         except (CaikitError, TypeError, ValueError) as err:
-            raise BadRequest(str(err).replace("--", "").replace("max-new-tokens", "max_tokens")) from None
+            raise BadRequest(str(err)) from None
         return params, n
 
     async def generate(ids_list: list[list[int]], params: SamplingParams, n: int):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Protocol, Sequence, Union
 
-from caikit.errors import CaikitError
+from caikit.errors import FieldError
 
 Message = dict
 Prompt = Union[str, list]
@@ -24,15 +24,15 @@ class SamplingParams:
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
-            raise CaikitError(f"--max-new-tokens {self.max_new_tokens}: must be at least 1")
+            raise FieldError("max_new_tokens", self.max_new_tokens, "must be at least 1")
         if self.temperature < 0:
-            raise CaikitError(f"--temperature {self.temperature}: must be 0 (greedy) or positive")
+            raise FieldError("temperature", self.temperature, "must be 0 (greedy) or positive")
         if not 0 < self.top_p <= 1:
-            raise CaikitError(f"--top-p {self.top_p}: must be in (0, 1]")
+            raise FieldError("top_p", self.top_p, "must be in (0, 1]")
         if self.n < 1:
-            raise CaikitError(f"n={self.n}: need at least one sample per prompt")
+            raise FieldError("n", self.n, "need at least one sample per prompt")
         if self.n > 1 and self.temperature == 0:
-            raise CaikitError("several samples per prompt need --temperature > 0 (greedy gives identical samples)")
+            raise FieldError("temperature", self.temperature, f"{self.n} samples per prompt need a temperature above 0 (greedy gives identical samples)")
 
     def as_dict(self) -> dict:
         d = asdict(self)

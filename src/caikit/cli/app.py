@@ -18,7 +18,11 @@ import typer
 from typer.core import TyperGroup
 
 from caikit import __version__
-from caikit.errors import CaikitError
+from caikit.errors import CaikitError, FieldError
+
+# The flag a user types for each library field a FieldError names (where one command spells it
+# otherwise, it names the error itself, as rlaif does for its PM, --reward).
+FLAGS = {"max_new_tokens": "--max-new-tokens", "temperature": "--temperature", "top_p": "--top-p", "pm": "--pm"}
 
 
 class OneLineErrors(TyperGroup):
@@ -69,6 +73,8 @@ def command(name: str | None = None, group: typer.Typer | None = None, **setting
             except (typer.Exit, typer.TyperException, typer.Abort):
                 raise
             except CaikitError as err:
+                if isinstance(err, FieldError):
+                    err = err.named(FLAGS)
                 say(f"{title}: error: {err}")
                 raise typer.Exit(err.exit_code) from None
             except BrokenPipeError:  # `caikit ... | head`: the reader left; not an error

@@ -11,7 +11,7 @@ from caikit.cli.options import (
     BaseModel, ChatTemplate, Constitution, Engine, MaxNewTokens, OutputDir, Overwrite, Quiet, ResumeTraining, choice, engine,
     lora, training, with_options,
 )
-from caikit.errors import CaikitError
+from caikit.errors import CaikitError, FieldError
 from caikit.rlaif import ALGOS
 from caikit.training import LoraOptions
 
@@ -190,7 +190,11 @@ def build_reward(reward: str, policy: str, sources, options, constitution: str, 
     if not reward.startswith("feedback:"):
         from caikit.pm import PreferenceModel
 
-        return stage.PMReward(PreferenceModel(reward, device=options.device, option="--reward")), {"kind": "pm", "path": reward}
+        try:
+            pm = PreferenceModel(reward, device=options.device)
+        except FieldError as err:
+            raise err.named({"pm": "--reward"}) from None
+        return stage.PMReward(pm), {"kind": "pm", "path": reward}
     model = reward.removeprefix("feedback:")
     const = constitutions.load(constitution)
     comparisons = const.comparisons_for("harmlessness")
