@@ -54,3 +54,11 @@ def test_no_import_circle():
 
     for name in graph:
         visit(name, [])
+
+
+def test_no_command_module_imports_another():
+    """The command modules share what app.py and options.py hold, not each other's code."""
+    known = modules()
+    commands = {name for name in known if name.startswith("caikit.cli.") and name not in ("caikit.cli.app", "caikit.cli.options")}
+    crossing = {name: sorted(imports(known[name], set(known)) & (commands - {name})) for name in commands}
+    assert {k: v for k, v in crossing.items() if v} == {}

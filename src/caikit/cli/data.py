@@ -10,7 +10,8 @@ import typer
 from caikit.backends import SamplingParams, for_scoring
 from caikit.cli.app import command
 from caikit.cli.options import (
-    Constitution, Engine, Input, Limit, Model, Output, Quiet, Resume, ShardOption, choice, engine, first, sampling, with_options,
+    Constitution, Engine, Input, Limit, Model, Output, Quiet, Resume, ShardOption, choice, clamp_range, engine, first, sampling,
+    with_options,
 )
 from caikit.errors import CaikitError, FailedCheck
 from caikit.inputs import FORMATS
@@ -161,16 +162,6 @@ def check_against_humans(feedback, const, comparisons, options, pairs: list[dict
         raise FailedCheck(f"--min-agreement {minimum}: the feedback model {said}; lower bound {lo:.3f} < {minimum}; nothing labelled")
     console.say(f"label: the feedback model {said}")
     return found
-
-
-def clamp_range(clamp: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(x) for x in clamp.split(","))
-    except ValueError:
-        raise CaikitError(f"--clamp {clamp}: expected LO,HI such as 0.4,0.6") from None
-    if not (0 <= lo <= hi <= 1):
-        raise CaikitError(f"--clamp {clamp}: need 0 <= LO <= HI <= 1")
-    return lo, hi
 
 
 @command()

@@ -10,8 +10,8 @@ import typer
 
 from caikit.cli.app import app, command, typer_app
 from caikit.cli.options import (
-    AllowPickle, Constitution, Engine, Json, Limit, MaxNewTokens, PmDir, Quiet, Seed, ShardOption, choice, engine, first, named, sampling,
-    with_options,
+    AllowPickle, Constitution, Engine, Json, Limit, MaxNewTokens, PmDir, Quiet, Seed, ShardOption, choice, clamp_range, engine, first, named,
+    sampling, with_options,
 )
 from caikit.backends import SamplingParams
 from caikit.errors import CaikitError
@@ -181,7 +181,6 @@ def eval_labeler(
     from dataclasses import replace
 
     from caikit import calibration as stage, console, constitution as constitutions
-    from caikit.cli.data import clamp_range
     from caikit.outputs import JsonlWriter
 
     console.setup_logging(quiet)

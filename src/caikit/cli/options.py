@@ -143,6 +143,17 @@ def engine(
     return Engine(backend, dtype, device, batch_size, chat_template, endpoint)
 
 
+def clamp_range(clamp: str) -> tuple[float, float]:
+    """`--clamp LO,HI` (chain-of-thought probabilities) as numbers."""
+    try:
+        lo, hi = (float(x) for x in clamp.split(","))
+    except ValueError:
+        raise CaikitError(f"--clamp {clamp}: expected LO,HI such as 0.4,0.6") from None
+    if not (0 <= lo <= hi <= 1):
+        raise CaikitError(f"--clamp {clamp}: need 0 <= LO <= HI <= 1")
+    return lo, hi
+
+
 def sampling(
     max_new_tokens: MaxNewTokens = 256,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature; 0 is greedy.")] = 0.7,
