@@ -96,7 +96,7 @@ def bootstrap_mean_diff(diffs: list[float], seed: int = 0, samples: int = 2000) 
 def pm_eval(pm_dir: Path, held: Path) -> dict:
     """Held-out pairwise accuracy (Wilson interval), mean margin and ECE of a PM, in one pass."""
     from caikit import inputs
-    from caikit.pm import PreferenceModel
+    from caikit.preference_model import PreferenceModel
     from caikit.stats import pair_metrics
 
     pm = PreferenceModel(pm_dir, device="cpu")
@@ -112,7 +112,7 @@ def greedy_answers(model: str, prompts: list[list[dict]], tokens: int) -> list[s
 
 
 def pm_scores(pm_dir: Path, prompts, answers) -> list[float]:
-    from caikit.pm import PreferenceModel
+    from caikit.preference_model import PreferenceModel
 
     return PreferenceModel(pm_dir, device="cpu").rewards([p + [{"role": "assistant", "content": a}] for p, a in zip(prompts, answers)])
 

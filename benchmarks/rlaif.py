@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from caikit import models, rlaif
-from caikit.pm import PreferenceModel
+from caikit.preference_model import PreferenceModel
 
 
 def main():

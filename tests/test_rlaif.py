@@ -49,7 +49,7 @@ def test_cli_rloo_against_a_pm(tiny_model, tiny_pm, prompts_file, tmp_path):
 
 
 def test_pm_reward_scores_text_with_the_pms_own_template(tiny_pm):
-    from caikit.pm import PreferenceModel
+    from caikit.preference_model import PreferenceModel
 
     pm = PreferenceModel(tiny_pm, device="cpu")
     reward = rlaif.PMReward(pm)

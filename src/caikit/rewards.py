@@ -147,7 +147,7 @@ class Scorer:
 
     def pm(self):
         if self._pm is None:
-            from caikit.pm import PreferenceModel
+            from caikit.preference_model import PreferenceModel
 
             self._pm = PreferenceModel(self.settings.pm, device=self.settings.device, batch_size=self.settings.batch_size)
         return self._pm

@@ -132,7 +132,7 @@ def eval_compare(
         return
     preference = None
     if pm:
-        from caikit.pm import PreferenceModel
+        from caikit.preference_model import PreferenceModel
 
         preference = PreferenceModel(pm, device=engine.device, batch_size=engine.batch_size)
     human_pairs = calibration.human_pairs([check_human], check_limit, seed) if check_human else None
@@ -252,7 +252,7 @@ def eval_mc(
     if model and pm:
         raise CaikitError("--model or --pm: give one, not both")
     if pm:
-        from caikit.pm import PreferenceModel
+        from caikit.preference_model import PreferenceModel
 
         items = first(evals.load_items(input), limit)  # the data is checked before a model is loaded
         results = evals.pm_accuracy(PreferenceModel(pm, device=engine.device, batch_size=engine.batch_size), items)
@@ -281,7 +281,7 @@ def eval_pm(
     Example: caikit eval pm --pm runs/pm -i ../shared/data/anthropic-cai/evals/438HHHEvaluations.jsonl --json
     """
     from caikit import console, evals
-    from caikit.pm import PreferenceModel
+    from caikit.preference_model import PreferenceModel
 
     console.setup_logging(quiet)
     items = first(evals.load_items(input), limit)

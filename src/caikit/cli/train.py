@@ -188,7 +188,7 @@ def build_reward(reward: str, policy: str, sources, options, constitution: str, 
     from caikit import constitution as constitutions, rlaif as stage
 
     if not reward.startswith("feedback:"):
-        from caikit.pm import PreferenceModel
+        from caikit.preference_model import PreferenceModel
 
         try:
             pm = PreferenceModel(reward, device=options.device)
