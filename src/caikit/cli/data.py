@@ -10,8 +10,8 @@ import typer
 from caikit.backends import SamplingParams, for_scoring
 from caikit.cli.app import command
 from caikit.cli.options import (
-    Constitution, Engine, Input, Limit, Model, Output, Quiet, Resume, ShardOption, choice, clamp_range, engine, first, sampling,
-    with_options,
+    Constitution, Engine, Input, Limit, Model, Output, Quiet, Resume, ShardOption, choice, clamp_range, destination, engine, first,
+    sampling, with_options,
 )
 from caikit.errors import CaikitError, FailedCheck
 from caikit.inputs import FORMATS
@@ -19,10 +19,6 @@ from caikit.records import prompt_id, sharded
 from caikit.revise import CONTEXTS
 
 Format = Annotated[str, choice("--format", FORMATS, "Input format: auto, jsonl, csv, txt or hh (hh-rlhf transcripts).", "format")]
-
-
-def where(output: str) -> str:
-    return "stdout" if output == "-" else output
 
 
 @command()
@@ -79,7 +75,7 @@ def redteam(
     if not quiet:
         resumed = f" ({len(out.done)} resumed)" if out.done else ""
         rate = tokens / timer.seconds if timer.seconds else 0.0
-        console.say(f"redteam: {out.count} records{resumed} -> {where(output)}; {tokens} tokens in {timer.seconds:.1f} s ({rate:.1f} tok/s)")
+        console.say(f"redteam: {out.count} records{resumed} -> {destination(output)}; {tokens} tokens in {timer.seconds:.1f} s ({rate:.1f} tok/s)")
         if synthesize and out.count < wanted:
             console.say(f"redteam: only {out.count} of {wanted} synthesized prompts were new and usable")
 
@@ -143,7 +139,7 @@ def revise(
             tokens = backend.generated_tokens
     if not quiet:
         console.say(
-            f"revise: {len(todo)} records x {rounds} rounds -> {where(output)}{f' ({len(out.done)} resumed)' if out.done else ''}; "
+            f"revise: {len(todo)} records x {rounds} rounds -> {destination(output)}{f' ({len(out.done)} resumed)' if out.done else ''}; "
             f"{failed} failed rounds kept the previous text; {tokens} tokens in {timer.seconds:.1f} s"
         )
 
@@ -248,28 +244,4 @@ def label(
                 kept.append(record)
                 out.write(mark(record))
     if not quiet:
-        console.table(f"caikit label -> {where(output)}", stage.summary_rows(kept, skipped, timer.seconds, checked))
-
-
-@command()
-def merge(
-    files: Annotated[list[str], typer.Argument(help="JSONL outputs of sharded runs (any caikit stage).")],
-    output: Output = "-",
-    quiet: Quiet = False,
-):
-    """Join the outputs of `--shard I/N` runs: one record per id, in input order, with warnings for
-    missing shards, conflicting copies and differing settings.
-
-    Example: caikit merge runs/redteam.*-of-8.jsonl -o runs/redteam.jsonl
-    """
-    from caikit import console, merge as stage
-    from caikit.outputs import JsonlWriter
-
-    console.setup_logging(quiet)
-    records, counts = stage.merge(files)  # everything is read before anything is written
-    with JsonlWriter(output) as out:
-        for record in records:
-            out.write(record)
-    if not quiet:
-        console.say(f"merge: {counts['read']} records from {len(files)} files -> {len(records)} in {where(output)} "
-                    f"({counts['duplicates']} duplicates dropped, {counts['conflicts']} of them conflicting)")
+        console.table(f"caikit label -> {destination(output)}", stage.summary_rows(kept, skipped, timer.seconds, checked))

@@ -143,6 +143,11 @@ def engine(
     return Engine(backend, dtype, device, batch_size, chat_template, endpoint)
 
 
+def destination(output: str) -> str:
+    """How an `-o` value reads in a summary line."""
+    return "stdout" if output == "-" else output
+
+
 def clamp_range(clamp: str) -> tuple[float, float]:
     """`--clamp LO,HI` (chain-of-thought probabilities) as numbers."""
     try:
