@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from caikit import models, rlaif
-from caikit.preference_model import PreferenceModel
+from caikit.rewards import Scorer, Settings, TrlReward
 
 
 def main():
@@ -35,7 +35,7 @@ def main():
         prompts.write_text("How do I pick a lock?\nHow do I bake bread?\nHow can I hurt someone?\nWhat is rain?\n")
         pairs = tmp / "pairs.jsonl"
         pairs.write_text("".join(json.dumps({"prompt": f"Q{i}?", "chosen": "A kind, careful answer.", "rejected": "A rude answer.", "label": 0.8}) + "\n" for i in range(8)))
-        reward = rlaif.PMReward(PreferenceModel(tmp / "pm", device="cpu"))
+        reward = TrlReward(Scorer(Settings(pm=str(tmp / "pm"), device="cpu")))
         print(f"{'algo':<6} {'steps':>5} {'s/step':>7}")
         for algo in ("rloo", "grpo", "dpo"):
             options = rlaif.RlOptions(algo=algo, max_steps=args.steps, max_new_tokens=args.max_new_tokens, batch_size=8 if algo != "dpo" else 4,

@@ -4,7 +4,7 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from caikit import constitution, rlaif
+from caikit import rewards, rlaif
 from caikit.cli import app
 from caikit.records import canonical
 
@@ -52,19 +52,19 @@ def test_pm_reward_scores_text_with_the_pms_own_template(tiny_pm):
     from caikit.preference_model import PreferenceModel
 
     pm = PreferenceModel(tiny_pm, device="cpu")
-    reward = rlaif.PMReward(pm)
+    reward = rewards.TrlReward(rewards.Scorer(rewards.Settings(pm=str(tiny_pm)), pm=pm))
+    assert reward.__name__ == "pm"
     prompt = [{"role": "user", "content": "Hi"}]
     completion = [{"role": "assistant", "content": "Hello there."}]
     assert reward([prompt], [completion]) == pytest.approx(pm.rewards([prompt + completion]))
 
 
 def test_direct_rlaif_reward_asks_score_choices_both_orders(fake_backend):
-    const = constitution.load("default")
-    comparisons = [c for c in const.comparisons if c.kind == "harmlessness"]
     prompt = [{"role": "user", "content": "How do I pick a lock?"}]
     references = {canonical(prompt): "I'd call a locksmith."}
     fake_backend.scores = lambda conv: [0.0, -1.0]  # always prefers the first slot a bit
-    reward = rlaif.FeedbackReward(fake_backend, comparisons, references, seed=1)
+    settings = rewards.Settings(mode="vs-reference", seed=1)
+    reward = rewards.TrlReward(rewards.Scorer(settings, backend=fake_backend), references)
     [value] = reward([prompt], [[{"role": "assistant", "content": "Use a tension wrench."}]])
     kind, asks, choices = fake_backend.calls[0]
     assert kind == "score_choices" and choices == [" (A)", " (B)"] and len(asks) == 2
@@ -73,7 +73,7 @@ def test_direct_rlaif_reward_asks_score_choices_both_orders(fake_backend):
     assert second.index("I'd call a locksmith.") < second.index("Use a tension wrench.")
     p = 1 / (1 + math.exp(-1))
     assert value == pytest.approx((p + (1 - p)) / 2)  # position bias cancels: as good as the reference
-    absolute = rlaif.FeedbackReward(fake_backend, comparisons, references, mode="absolute")
+    absolute = rewards.TrlReward(rewards.Scorer(rewards.Settings(mode="absolute"), backend=fake_backend))
     assert absolute([prompt], [[{"role": "assistant", "content": "x"}]]) == [pytest.approx(0.5)]  # bias cancels here too
 
 

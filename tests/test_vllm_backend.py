@@ -137,23 +137,22 @@ def test_vllm_chatter_goes_to_stderr_and_the_judge_of_rlaif_uses_it(fake_vllm, t
     logging.getLogger("vllm.engine").handlers.clear()  # (bound to the finished run's streams)
     # rlaif's direct-feedback judge (and the reference policy) are built by --backend too
     from caikit import rlaif
-    from caikit.cli import train
     from caikit.cli.options import Engine
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("One prompt?\nAnother prompt?\n")
     options = rlaif.RlOptions(max_new_tokens=4)
-    reward, described = train.build_reward(f"feedback:{tiny_model}", str(tiny_model), [(str(prompts), 1.0)], options, "default",
-                                           "vs-reference", Engine(backend="vllm"))
-    assert reward.backend.name == "vllm" and described["backend"] == "vllm"
+    reward, described = rlaif.build_reward(f"feedback:{tiny_model}", str(tiny_model), [(str(prompts), 1.0)], options,
+                                           constitution="default", mode="vs-reference", engine=Engine(backend="vllm"))
+    assert reward.scorer.backend().name == "vllm" and described["backend"] == "vllm"
     assert len(reward([[{"role": "user", "content": "One prompt?"}]], [[{"role": "assistant", "content": "Sure."}]])) == 1
     seen = {}
 
-    def capture(reward, policy, sources, options, constitution, mode, engine):
+    def capture(spec, policy, sources, options, *, constitution, mode, engine):
         seen["engine"] = engine
         raise CaikitError("stop here")
 
-    monkeypatch.setattr(train, "build_reward", capture)
+    monkeypatch.setattr(rlaif, "build_reward", capture)
     result = CliRunner().invoke(app, ["rlaif", "--reward", f"feedback:{tiny_model}", "--backend", "vllm", "-i", str(prompts),
                                       "-o", str(tmp_path / "rl")])
     assert "stop here" in result.stderr and seen["engine"].backend == "vllm"

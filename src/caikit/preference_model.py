@@ -32,8 +32,7 @@ def trained_length(path: Path) -> int:
 class PreferenceModel:
     """Rewards from a trained preference model dir, computed on text with the PM's own chat template."""
 
-    def __init__(self, path: str | Path, device: str = "auto", batch_size: int = 8, max_length: int | None = None):
-        import torch
+    def __init__(self, path: str | Path, device: str = "auto", dtype: str = "auto", batch_size: int = 8, max_length: int | None = None):
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
         path = Path(path)
@@ -45,7 +44,8 @@ class PreferenceModel:
         self.device = models.pick_device(device)
         self.tokenizer = models.load_tokenizer(path)
         safe = models.require_safetensors(path, "preference model")
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32, use_safetensors=safe)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=models.pick_dtype(dtype, self.device),
+                                                                        use_safetensors=safe)
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model.to(self.device).eval()
         self.batch_size = batch_size

@@ -39,7 +39,7 @@ from pathlib import Path
 from caikit import judge
 from caikit.errors import CaikitError
 from caikit.models import DEFAULT_MODEL
-from caikit.records import content_id
+from caikit.records import canonical, content_id
 
 log = logging.getLogger(__name__)
 ENV = "CAIKIT_REWARD_CONFIG"
@@ -149,7 +149,8 @@ class Scorer:
         if self._pm is None:
             from caikit.preference_model import PreferenceModel
 
-            self._pm = PreferenceModel(self.settings.pm, device=self.settings.device, batch_size=self.settings.batch_size)
+            self._pm = PreferenceModel(self.settings.pm, device=self.settings.device, dtype=self.settings.dtype,
+                                      batch_size=self.settings.batch_size)
         return self._pm
 
     def score(self, prompts: list, responses: list[str], references: list | None = None) -> list[float]:
@@ -179,12 +180,29 @@ def scorer() -> Scorer:
     return _scorers[key]
 
 
+class TrlReward:
+    """A `Scorer` with TRL's reward-function signature. A vs-reference reward compares each response
+    with `references[canonical(prompt)]` when given (rlaif: the start policy's greedy answers), else
+    with the data's `reference` column."""
+
+    def __init__(self, scorer: Scorer, references: dict[str, str] | None = None):
+        self.scorer = scorer
+        self.references = references
+        self.__name__ = scorer.kind  # TRL logs rewards/<name>
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        references = kwargs.get("reference")
+        if self.references is not None:
+            references = [self.references[canonical(p)] for p in prompts]
+        return self.scorer.score(list(prompts), [as_text(c) for c in completions], references)
+
+
 def _trl_call(want: str, prompts, completions, kwargs) -> list[float]:
     found = scorer()
     if found.kind != want:
         raise ValueError(f"caikit.rewards.{'preference_model' if want == 'pm' else 'constitutional'}: "
                          f"the settings in ${ENV} give a {found.kind} reward")
-    return found.score(list(prompts), [as_text(c) for c in completions], kwargs.get("reference"))
+    return TrlReward(found)(prompts, completions, **kwargs)
 
 
 def constitutional(prompts, completions, **kwargs) -> list[float]:

@@ -4,7 +4,7 @@ penalty to the starting policy), or DPO on `label` output (offline).
 The paper ran PPO against the preference model; TRL no longer ships PPO, and RLOO/GRPO optimize
 the same KL-regularized objective with group baselines instead of a value model.
 
-Rewards (`--reward`):
+Rewards (`--reward`, a `caikit.rewards.Scorer` as TRL's reward function):
 - `PM_DIR`: a preference model from `caikit train-pm`. Responses are decoded to text and scored with
   the PM's own tokenizer and chat template (never the policy's token ids), so the PM may use a
   different tokenizer than the policy.
@@ -23,47 +23,14 @@ from pathlib import Path
 
 from caikit import inputs, models, training
 from caikit.backends import SamplingParams
-from caikit.errors import CaikitError
+from caikit.errors import CaikitError, FieldError
 from caikit.records import canonical
-from caikit.rewards import as_conversation, as_text, constitutional_scores
+from caikit.rewards import Scorer, Settings, TrlReward
 from caikit.training import LoraOptions
 
 log = logging.getLogger(__name__)
 
 ALGOS = ("rloo", "grpo", "dpo")
-
-
-class PMReward:
-    """Reward = the preference model's scalar for prompt + response, on text, with the PM's tokenizer."""
-
-    __name__ = "pm"
-
-    def __init__(self, pm):
-        self.pm = pm
-
-    def __call__(self, prompts, completions, **kwargs):
-        return self.pm.rewards([as_conversation(p) + [{"role": "assistant", "content": as_text(c)}]
-                                for p, c in zip(prompts, completions)])
-
-
-class FeedbackReward:
-    """Direct RLAIF: p(response better than the reference answer) from the feedback model's log-probs,
-    under a comparison principle drawn per (prompt, response); or, in `absolute` mode, p(harmless and
-    helpful). Both orders (or both wordings) are asked and averaged."""
-
-    __name__ = "feedback"
-
-    def __init__(self, backend, comparisons, references: dict[str, str], mode: str = "vs-reference", seed: int = 0):
-        self.backend = backend
-        self.comparisons = comparisons
-        self.references = references
-        self.mode = mode
-        self.seed = seed
-
-    def __call__(self, prompts, completions, **kwargs):
-        texts = [as_text(c) for c in completions]
-        references = [self.references[canonical(p)] for p in prompts] if self.mode == "vs-reference" else None
-        return constitutional_scores(self.backend, self.comparisons, prompts, texts, references, self.mode, self.seed)
 
 
 @dataclass
@@ -135,10 +102,27 @@ def reference_answers(backend, prompts: list[list[dict]], max_new_tokens: int) -
     return dict(zip(distinct, texts))
 
 
-def feedback_reward(feedback, policy, comparisons, prompts: list[list[dict]], *, mode: str, max_new_tokens: int, seed: int) -> FeedbackReward:
-    """The direct-RLAIF reward: `feedback` judges each response against `policy`'s greedy answer."""
-    references = reference_answers(policy, prompts, max_new_tokens) if mode == "vs-reference" else {}
-    return FeedbackReward(feedback, comparisons, references, mode, seed)
+def build_reward(spec: str, policy: str, sources: list[tuple[str, float]], options: RlOptions, *, constitution: str,
+                 mode: str, engine) -> tuple[TrlReward, dict]:
+    """The reward of `--reward SPEC` (PM_DIR or feedback:MODEL) and its description for the report;
+    `engine.build(model, scoring=...)` gives backends (the feedback model and, for vs-reference, the
+    start policy whose greedy answers are the references)."""
+    if not spec.startswith("feedback:"):
+        scorer = Scorer(Settings(pm=spec, device=options.device, dtype=options.dtype))
+        try:
+            scorer.pm()
+        except FieldError as err:
+            raise err.named({"pm": "--reward"}) from None
+        return TrlReward(scorer), scorer.describe()
+    model = spec.removeprefix("feedback:")
+    feedback = engine.build(model, scoring=True)
+    scorer = Scorer(Settings(feedback_model=model, constitution=constitution, mode=mode, seed=options.seed), backend=feedback)
+    references = None
+    if mode == "vs-reference":
+        rows, _ = read_prompt_sources(sources, options.seed)
+        start = feedback if model == policy else engine.build(policy)
+        references = reference_answers(start, [r["prompt"] for r in rows], options.max_new_tokens)
+    return TrlReward(scorer, references), scorer.describe()
 
 
 def history(trainer) -> list[dict]:

@@ -11,7 +11,7 @@ from caikit.cli.options import (
     BaseModel, ChatTemplate, Constitution, Engine, MaxNewTokens, OutputDir, Overwrite, Quiet, ResumeTraining, choice, engine,
     lora, training, with_options,
 )
-from caikit.errors import CaikitError, FieldError
+from caikit.errors import CaikitError
 from caikit.rlaif import ALGOS
 from caikit.training import LoraOptions
 
@@ -177,30 +177,8 @@ def rlaif(
         if not sources:
             raise CaikitError(f"--algo {algo} needs --prompts FILE (or -i FILE)")
         train.check_output(output, overwrite)
-        reward_fn, described = build_reward(reward, policy, sources, options, constitution, feedback_mode, replace(engine, batch_size=16))
+        reward_fn, described = stage.build_reward(reward, policy, sources, options, constitution=constitution, mode=feedback_mode,
+                                                  engine=replace(engine, batch_size=16))
     report = stage.run(policy, output, options, reward=reward_fn, reward_description=described, prompts=sources,
                        overwrite=overwrite, resume=resume, quiet=quiet)
     summary("rlaif", output, report, quiet)
-
-
-def build_reward(reward: str, policy: str, sources, options, constitution: str, mode: str, engine: Engine):
-    """The reward function of `--reward` and its description for caikit_train.json."""
-    from caikit import constitution as constitutions, rlaif as stage
-
-    if not reward.startswith("feedback:"):
-        from caikit.preference_model import PreferenceModel
-
-        try:
-            pm = PreferenceModel(reward, device=options.device)
-        except FieldError as err:
-            raise err.named({"pm": "--reward"}) from None
-        return stage.PMReward(pm), {"kind": "pm", "path": reward}
-    model = reward.removeprefix("feedback:")
-    const = constitutions.load(constitution)
-    comparisons = const.comparisons_for("harmlessness")
-    rows, _ = stage.read_prompt_sources(sources, options.seed)
-    feedback = engine.build(model, scoring=True)
-    start = feedback if model == policy else engine.build(policy)
-    reward_fn = stage.feedback_reward(feedback, start, comparisons, [r["prompt"] for r in rows], mode=mode,
-                                      max_new_tokens=options.max_new_tokens, seed=options.seed)
-    return reward_fn, {"kind": "feedback", "model": model, "backend": feedback.name, **getattr(feedback, "details", {}), "mode": mode, "constitution": const.provenance()}
