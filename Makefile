@@ -16,7 +16,7 @@ BENCH_ARGS  ?=
 BIN     := $(VENV)/bin
 CAIKIT  := HF_HUB_OFFLINE=1 $(BIN)/caikit
 
-.PHONY: install test test-fast quickstart reproduce bench efficacy clean
+.PHONY: install test test-fast quickstart reproduce bench efficacy docs clean
 
 install: $(VENV)/.installed
 
@@ -82,11 +82,15 @@ $(RUN)/rl-cai/caikit_train.json: $(RUN)/sl-cai/caikit_train.json $(RUN)/pm/caiki
 $(RUN)/report.md: $(RUN)/rl-cai/caikit_train.json
 	$(CAIKIT) eval compare -o $(RUN) --model base=$(MODEL) --model sl-cai=$(RUN)/sl-cai --model rl-cai=$(RUN)/rl-cai \
 	  --red-team examples/prompts/redteam.jsonl --helpful examples/prompts/helpful.jsonl --limit $(QS_EVAL) \
-	  $(QS_XSTEST) $(QS_HHH) $(QS_HUMAN) --judge $(FEEDBACK_MODEL) --pm $(RUN)/pm --max-new-tokens 48 --seed 0 --resume
+	  $(QS_XSTEST) $(QS_HHH) $(QS_HUMAN) --feedback-model $(FEEDBACK_MODEL) --pm $(RUN)/pm --max-new-tokens 48 --seed 0 --resume
 
 # The same loop at paper-like settings, for a GPU box: see examples/paper/Makefile.
 reproduce:
 	$(MAKE) -f examples/paper/Makefile
+
+# The CLI reference, generated from the Typer app (tests/test_docs.py fails when it is stale).
+docs: install
+	$(BIN)/python -m typer caikit.cli utils docs --name caikit --output docs/cli.md
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/run.py $(BENCH_ARGS)

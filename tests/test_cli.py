@@ -188,8 +188,9 @@ def test_failed_resume_of_a_finished_file_keeps_it(tiny_model, prompts_file, tmp
 
 
 def test_flags_mean_the_same_everywhere(tiny_model, tiny_pm, tmp_path, monkeypatch):
-    """-i on train-pm (old --data kept), --json on every eval subcommand with a table otherwise,
-    eval mc's default model, one-line usage errors for bad flag values."""
+    """What test_layout's flag walk cannot see: -i on train-pm (old --data kept), --dtype reaching a
+    PM, --json on every eval subcommand with a table otherwise, eval mc's default model, errors that
+    name the flag as typed, one-line usage errors for bad flag values."""
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"}) + "\n" for i in range(4)))
     result = run("train-pm", "-i", str(pairs), "-o", str(tmp_path / "pm"), "--base-model", str(tiny_model), "--max-steps", "1",
@@ -199,8 +200,14 @@ def test_flags_mean_the_same_everywhere(tiny_model, tiny_pm, tmp_path, monkeypat
 
     table = run("eval", "pm", "--pm", str(tiny_pm), "-i", str(pairs), "--device", "cpu")
     assert table.exit_code == 0 and table.stdout == "" and "accuracy" in table.stderr and "95% CI" in table.stderr
-    data = run("eval", "pm", "--pm", str(tiny_pm), "-i", str(pairs), "--device", "cpu", "--json", "-q")
+    data = run("eval", "pm", "--pm", str(tiny_pm), "--data", str(pairs), "--device", "cpu", "--json", "-q")
     assert json.loads(data.stdout)["n"] == 4 and data.stderr == ""
+    from caikit.preference_model import PreferenceModel
+
+    loaded, load = [], PreferenceModel.__init__
+    monkeypatch.setattr(PreferenceModel, "__init__", lambda self, *a, **k: load(self, *a, **k) or loaded.append(self.model.dtype))
+    half = run("eval", "pm", "--pm", str(tiny_pm), "-i", str(pairs), "--device", "cpu", "--dtype", "bfloat16", "--json", "-q")
+    assert half.exit_code == 0 and [str(d) for d in loaded] == ["torch.bfloat16"]  # PMs loaded in float32 whatever --dtype said
     for sub in ("compare", "mc", "pm"):
         assert "--json" in run("eval", sub, "--help").stdout
 
@@ -216,8 +223,11 @@ def test_flags_mean_the_same_everywhere(tiny_model, tiny_pm, tmp_path, monkeypat
     assert built == [("transformers", "smollm2-135m-instruct")] and json.loads(result.stdout)["accuracy"] == 1.0
 
     for args, message in [
-        (["label", "--kind", "funny"], "caikit label: error: --kind funny: choose harmlessness, helpfulness or all"),
-        (["rlaif", "-o", "x", "--feedback-mode", "loud"], "caikit rlaif: error: --feedback-mode loud: choose vs-reference or absolute"),
+        (["label", "--kind", "funny"], "caikit label: error: --kind funny: unknown kind; choose harmlessness, helpfulness or all"),
+        (["rlaif", "-o", "x", "--feedback-mode", "loud"], "caikit rlaif: error: --feedback-mode loud: unknown mode; choose absolute or vs-reference"),
+        (["rlaif", "-o", str(tmp_path / "rl"), "--reward", str(tiny_pm)], "caikit rlaif: error: --algo rloo needs -i/--input FILE"),
+        (["train-pm", "-i", f"{pairs}:x", "-o", str(tmp_path / "pm2")], "caikit train-pm: error: -i/--input"),
+        (["eval", "pm", "--pm", str(tiny_pm), "-i", str(tmp_path / "nothing")], "caikit eval pm: error: -i/--input"),
         (["sft", "-i", "x", "-o", "y", "--lora-r", "0"], "caikit sft: error: Invalid value for '--lora-r'"),
         (["rlaif", "-o", str(tmp_path / "rl"), "--reward", str(tiny_pm), "-i", str(pairs), "--num-generations", "4", "--batch-size", "6"],
          "--batch-size 6: must be a multiple of --num-generations 4"),

@@ -181,4 +181,4 @@ def test_cli_measures_the_judge_against_humans_first(tmp_path, tiny_model):
     assert found["n"] == 12 and 0 <= found["agreement"] <= 1 and len(found["ci95"]) == 2
     assert "human-labelled pairs" in (tmp_path / "out" / "report.md").read_text()
     result = CliRunner().invoke(app, [a for a in args if a not in ("--judge", str(tiny_model))] + ["--pm", str(tmp_path)])
-    assert result.exit_code == 2 and "--check-human measures the --judge" in result.stderr
+    assert result.exit_code == 2 and "--check-human measures the --feedback-model" in result.stderr

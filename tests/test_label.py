@@ -172,7 +172,7 @@ def test_check_human_reports_agreement(fake_backend):
         ([{"chosen": "\n\nHuman: hi\n\nAssistant: yo\n\nHuman: more", "rejected": "\n\nHuman: hi\n\nAssistant: no"}], [], "in.jsonl:1: hh-rlhf transcripts must end"),
         ([{"prompt": "q", "completion_a": "a", "completion_b": "b"}], ["--clamp", "0.7,0.3"], "--clamp 0.7,0.3: need 0 <= LO <= HI <= 1"),
         ([{"prompt": "q", "completion_a": "a", "completion_b": "b"}], ["--clamp", "x"], "--clamp x: expected LO,HI"),
-        ([{"prompt": "q", "completion_a": "a", "completion_b": "b"}], ["--principles-per-label", "0"], "--principles-per-label 0: must be at least 1"),
+        ([{"prompt": "q", "completion_a": "a", "completion_b": "b"}], ["--principles-per-label", "0"], "Invalid value for '--principles-per-label'"),
         ([{"prompt": "q", "completion_a": "a", "completion_b": "b"}], ["--principles-per-label", "40"], "the constitution has 12 harmlessness"),
     ],
 )

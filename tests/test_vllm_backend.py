@@ -117,8 +117,11 @@ def test_vllm_chatter_goes_to_stderr_and_the_judge_of_rlaif_uses_it(fake_vllm, t
     from caikit.cli import app
     from caikit.errors import CaikitError
 
+    started = []
+
     class ChattyLLM(FakeLLM):
         def __init__(self, model, **settings):
+            started.append(settings)
             print("INFO engine starting on stdout")
             logger = logging.getLogger("vllm.engine")
             logger.addHandler(logging.StreamHandler(sys.stdout))
@@ -130,8 +133,10 @@ def test_vllm_chatter_goes_to_stderr_and_the_judge_of_rlaif_uses_it(fake_vllm, t
             return super().generate(requests, params, use_tqdm)
 
     fake_vllm.LLM = ChattyLLM
-    result = CliRunner().invoke(app, ["redteam", "--backend", "vllm", "--model", str(tiny_model), "--max-new-tokens", "4", "-q"], input="One prompt?\nAnother prompt?\n")
+    result = CliRunner().invoke(app, ["redteam", "--backend", "vllm", "--model", str(tiny_model), "--max-new-tokens", "4", "--vllm-memory", "0.4",
+                                      "-q"], input="One prompt?\nAnother prompt?\n")
     assert result.exit_code == 0, result.stderr
+    assert started[-1]["gpu_memory_utilization"] == 0.4  # a flag, as in rlaif
     assert [json.loads(line)["caikit"]["backend"] for line in result.stdout.splitlines()] == ["vllm", "vllm"]
     assert "INFO engine starting" in result.stderr and "a batch went by" in result.stderr
     logging.getLogger("vllm.engine").handlers.clear()  # (bound to the finished run's streams)
@@ -148,12 +153,13 @@ def test_vllm_chatter_goes_to_stderr_and_the_judge_of_rlaif_uses_it(fake_vllm, t
     assert len(reward([[{"role": "user", "content": "One prompt?"}]], [[{"role": "assistant", "content": "Sure."}]])) == 1
     seen = {}
 
-    def capture(spec, policy, sources, options, *, constitution, mode, engine):
+    def capture(spec, policy, sources, options, *, constitution, mode, principles, engine):
         seen["engine"] = engine
         raise CaikitError("stop here")
 
     monkeypatch.setattr(rlaif, "build_reward", capture)
     result = CliRunner().invoke(app, ["rlaif", "--reward", f"feedback:{tiny_model}", "--backend", "vllm", "-i", str(prompts),
-                                      "-o", str(tmp_path / "rl")])
+                                      "--batch-size", "8", "--feedback-batch-size", "5", "--vllm-memory", "0.3", "-o", str(tmp_path / "rl")])
     assert "stop here" in result.stderr and seen["engine"].backend == "vllm"
+    assert (seen["engine"].batch_size, seen["engine"].vllm_memory) == (5, 0.3)  # the feedback model's own batch, not training's
     logging.getLogger("vllm.engine").handlers.clear()

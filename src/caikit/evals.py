@@ -29,12 +29,12 @@ def data_files(paths: list[str]) -> list[Path]:
         if path.is_dir():  # BIG-bench keeps each subset in its own folder (hhh_alignment/harmless/task.json)
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith((".json", ".jsonl", ".jsonl.gz")))
             if not found:
-                raise CaikitError(f"--data {spec}: no .json/.jsonl files in this directory")
+                raise CaikitError(f"-i/--input {spec}: no .json/.jsonl files in this directory")
             files += found
         elif path.is_file():
             files.append(path)
         else:
-            raise CaikitError(f"--data {spec}: no such file or directory")
+            raise CaikitError(f"-i/--input {spec}: no such file or directory")
     return files
 
 

@@ -89,7 +89,7 @@ def mixed_preferences(sources: list[tuple[str, float]], seed: int) -> tuple[list
     hard = lambda examples: {"hard_labels": sum(1 for e in examples if e["label"] in (0.0, 1.0))}  # noqa: E731
     rows, described = training.mix(sources, inputs.read_preferences, seed, describe=hard)
     if len(rows) < 2:
-        raise CaikitError(f"-i/--data: need at least 2 preference records, got {len(rows)}")
+        raise CaikitError(f"-i/--input: need at least 2 preference records, got {len(rows)}")
     return rows, described
 
 

@@ -58,6 +58,7 @@ class Settings:
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 16
+    vllm_memory: float | None = None  # backend vllm: its share of GPU memory
     server: dict = field(default_factory=dict)  # base_url, api_key_env, tokenizer, concurrency, timeout, retries
 
     def __post_init__(self):
@@ -81,9 +82,9 @@ class Settings:
         for key, value in raw.items():
             if key not in known:
                 raise CaikitError(f"{path}: unknown setting {key!r}; settings are {', '.join(known)}")
-            want = dict if key == "server" else int if key in ("principles", "seed", "batch_size") else str
+            want = dict if key == "server" else int if key in ("principles", "seed", "batch_size") else (int, float) if key == "vllm_memory" else str
             if not isinstance(value, want) or isinstance(value, bool):
-                raise CaikitError(f"{path}: {key} must be a {want.__name__}")
+                raise CaikitError(f"{path}: {key} must be a {'number' if key == 'vllm_memory' else want.__name__}")
         return cls(**raw)
 
     @classmethod
@@ -142,7 +143,8 @@ class Scorer:
 
             s = self.settings
             self._backend = backends.for_scoring(backends.build(
-                s.backend, s.feedback_model, dtype=s.dtype, device=s.device, batch_size=s.batch_size, endpoint=s.server))
+                s.backend, s.feedback_model, dtype=s.dtype, device=s.device, batch_size=s.batch_size, vllm_memory=s.vllm_memory,
+                endpoint=s.server))
         return self._backend
 
     def pm(self):

@@ -31,6 +31,7 @@ from caikit.training import LoraOptions
 log = logging.getLogger(__name__)
 
 ALGOS = ("rloo", "grpo", "dpo")
+LR = 1e-6  # the default learning rate, full and LoRA
 
 
 @dataclass
@@ -40,7 +41,7 @@ class RlOptions:
     num_generations: int = 4
     max_new_tokens: int = 64
     temperature: float = 1.0
-    lr: float = 1e-6
+    lr: float | None = None  # default: LR
     max_steps: int = -1
     epochs: float = 1.0
     batch_size: int = 8  # completions per device batch (a multiple of num_generations); pairs for DPO
@@ -61,9 +62,9 @@ def vllm_settings(use: bool, mode: str = "colocate", server_url: str | None = No
     """TRL's settings for generating rollouts with vLLM on a GPU; None when not asked for."""
     import importlib.util
 
-    if not use:
-        if server_url or memory:
-            raise CaikitError("--vllm-server-url and --vllm-memory need --use-vllm")
+    if not use:  # (--vllm-memory may be for the feedback model's --backend vllm)
+        if server_url:
+            raise CaikitError("--vllm-server-url needs --use-vllm")
         return None
     if importlib.util.find_spec("vllm") is None:
         raise CaikitError("--use-vllm: vLLM is not installed (pip install 'caikit[vllm]' on a GPU machine)")
@@ -81,6 +82,8 @@ def check(options: RlOptions) -> None:
         raise CaikitError("--use-vllm: dpo generates nothing; it is for rloo and grpo")
     if options.vllm and models.pick_device(options.device) != "cuda":
         raise CaikitError("--use-vllm needs a CUDA GPU (TRL runs vLLM rollouts on GPUs)")
+    if options.algo != "dpo" and options.temperature <= 0:
+        raise CaikitError(f"--temperature {options.temperature}: rollouts are sampled; give a temperature above 0")
     if options.kl_coef < 0:
         raise CaikitError(f"--kl-coef {options.kl_coef}: must be >= 0")
     if options.algo != "dpo" and options.batch_size % options.num_generations:
@@ -103,7 +106,7 @@ def reference_answers(backend, prompts: list[list[dict]], max_new_tokens: int) -
 
 
 def build_reward(spec: str, policy: str, sources: list[tuple[str, float]], options: RlOptions, *, constitution: str,
-                 mode: str, engine) -> tuple[TrlReward, dict]:
+                 mode: str, principles: int = 1, engine) -> tuple[TrlReward, dict]:
     """The reward of `--reward SPEC` (PM_DIR or feedback:MODEL) and its description for the report;
     `engine.build(model, scoring=...)` gives backends (the feedback model and, for vs-reference, the
     start policy whose greedy answers are the references)."""
@@ -116,7 +119,8 @@ def build_reward(spec: str, policy: str, sources: list[tuple[str, float]], optio
         return TrlReward(scorer), scorer.describe()
     model = spec.removeprefix("feedback:")
     feedback = engine.build(model, scoring=True)
-    scorer = Scorer(Settings(feedback_model=model, constitution=constitution, mode=mode, seed=options.seed), backend=feedback)
+    settings = Settings(feedback_model=model, constitution=constitution, mode=mode, principles=principles, seed=options.seed)
+    scorer = Scorer(settings, backend=feedback)
     references = None
     if mode == "vs-reference":
         rows, _ = read_prompt_sources(sources, options.seed)
@@ -174,7 +178,7 @@ def run(
     work = training.prepare_output(out, overwrite=overwrite, resume=resume)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=safe)
     common = dict(
-        learning_rate=options.lr,
+        learning_rate=options.lr or LR,
         max_steps=options.max_steps,
         num_train_epochs=options.epochs,
         per_device_train_batch_size=options.batch_size,
@@ -225,7 +229,7 @@ def run(
         "data": described,
         "hyperparameters": {
             "kl_coef": options.kl_coef, "num_generations": options.num_generations, "max_new_tokens": options.max_new_tokens,
-            "temperature": options.temperature, "lr": options.lr, "max_steps": options.max_steps, "epochs": options.epochs,
+            "temperature": options.temperature, "lr": options.lr or LR, "max_steps": options.max_steps, "epochs": options.epochs,
             "batch_size": options.batch_size, "grad_accum": options.grad_accum, "seed": options.seed,
             "lora": vars(options.lora) if options.lora else None, "device": device, "gradient_checkpointing": trainer.args.gradient_checkpointing, "vllm": options.vllm,
             **({"label_smoothing": _label_smoothing(options.label_smoothing, rows), "min_margin": options.min_margin,
@@ -252,7 +256,7 @@ def _dpo_rows(sources: list[tuple[str, float]], options: RlOptions) -> tuple[lis
     """Preference pairs from each FILE[:WEIGHT] (label output or human pairs), those within
     `min_margin` of 0.5 dropped."""
     if not sources:
-        raise CaikitError("--algo dpo needs --data FILE (label output or preference pairs)")
+        raise CaikitError("--algo dpo needs -i/--input FILE (label output or preference pairs)")
 
     def read(path):
         kept = [{k: e[k] for k in ("prompt", "chosen", "rejected", "label")}

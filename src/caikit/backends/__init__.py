@@ -24,7 +24,7 @@ from caikit.backends.protocol import Backend, Message, Prompt, SamplingParams, e
 from caikit.errors import CaikitError
 
 
-def _transformers(model, **options):
+def _transformers(model, *, vllm_memory=None, **options):
     from caikit.backends.hf import TransformersBackend
 
     return TransformersBackend.load(model, **_local(options))
@@ -36,7 +36,7 @@ def _vllm(model, **options):
     return VllmBackend.load(model, **_local(options))
 
 
-def _openai(model, *, url=None, endpoint: dict | None = None, batch_size: int = 16, chat_template=None, **_):
+def _openai(model, *, url=None, endpoint: dict | None = None, batch_size: int = 16, chat_template=None, **_):  # (dtype, device, vllm_memory: the server's)
     from caikit.backends.openai_backend import SCORING, Endpoint, OpenAIBackend
 
     settings = {k: v for k, v in (endpoint or {}).items() if v is not None}
@@ -100,8 +100,8 @@ class ModelSpec:
 
 def build(name: str, model: str, **options) -> Backend:
     """Build a backend for model spec `model`; `name` is the backend used when the spec has no
-    prefix. Options: dtype, device, batch_size, chat_template, endpoint (the openai backend's
-    defaults: base_url, api_key_env, tokenizer, concurrency, timeout, retries)."""
+    prefix. Options: dtype, device, batch_size, chat_template, vllm_memory (vLLM's share of GPU memory),
+    endpoint (the openai backend's defaults: base_url, api_key_env, tokenizer, concurrency, timeout, retries)."""
     if name not in BACKENDS:
         raise CaikitError(f"--backend {name}: unknown backend; choose one of {', '.join(BACKENDS)}")
     spec = ModelSpec.parse(model, name)

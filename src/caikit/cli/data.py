@@ -10,8 +10,9 @@ import typer
 from caikit.backends import SamplingParams, for_scoring
 from caikit.cli.app import command
 from caikit.cli.options import (
-    Constitution, Engine, Input, Limit, Model, Output, Quiet, Resume, ShardOption, choice, clamp_range, destination, engine, first,
-    sampling, with_options,
+    CheckHuman, CheckLimit, ChunkSize, Clamp, Constitution, Engine, FeedbackModel, Input, Kind, Limit, MinMargin, Model, Output,
+    Policy, PrinciplesPerLabel, Quiet, Resume, ShardOption, Shots, choice, clamp_range, destination, engine, first, sampling,
+    with_options,
 )
 from caikit.errors import CaikitError, FailedCheck
 from caikit.inputs import FORMATS
@@ -30,7 +31,7 @@ def redteam(
     prompt_field: Annotated[str, typer.Option("--prompt-field", help="CSV column holding the prompt.")] = "prompt",
     keep_history: Annotated[bool, typer.Option("--keep-history", help="hh-rlhf: keep the conversation up to the last human turn.")] = False,
     synthesize: Annotated[int, typer.Option("--synthesize", min=0, help="Write N new red-team prompts few-shot instead of answering.")] = 0,
-    shots: Annotated[int, typer.Option("--shots", min=1, help="Examples per few-shot prompt for --synthesize.")] = 6,
+    shots: Shots = 6,
     model: Model = "smollm2-135m-instruct",
     limit: Limit = None,
     shard: ShardOption = None,
@@ -55,6 +56,8 @@ def redteam(
 
     console.setup_logging(quiet)
     records = first(inputs.read_prompts(input, format, prompt_field=prompt_field, keep_history=keep_history), limit)
+    if synthesize and shots < 1:
+        raise CaikitError(f"--shots {shots}: --synthesize needs at least one example per prompt")
     if shard and synthesize:
         raise CaikitError("--shard does not split --synthesize; give each worker its own --seed instead")
     records, mark = sharded(records, shard)
@@ -91,12 +94,12 @@ def revise(
     context: Annotated[
         str, choice("--context", CONTEXTS, "append: each round sees the whole chain; fresh: prompt + last revision.")
     ] = "append",
-    shots: Annotated[int, typer.Option("--shots", min=0, help="Few-shot dialogues from the constitution per record.")] = 2,
+    shots: Shots = 2,
     principles: Annotated[Optional[str], typer.Option("--principles", help="Comma-separated principle ids to draw from (default: all).")] = None,
     emit_round: Annotated[Optional[int], typer.Option("--emit-round", min=1, help="Write round K's revision as the completion (SL-CAI-K).")] = None,
     keep_all: Annotated[bool, typer.Option("--keep-all", help="Write one record per round (id suffixed -rK).")] = False,
     critique_tokens: Annotated[int, typer.Option("--critique-tokens", min=1, help="Most tokens per critique.")] = 128,
-    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Records revised together (written when their rounds finish).")] = 64,
+    chunk_size: ChunkSize = 64,
     model: Model = "smollm2-135m-instruct",
     limit: Limit = None,
     shard: ShardOption = None,
@@ -165,24 +168,24 @@ def check_against_humans(feedback, const, comparisons, options, pairs: list[dict
 def label(
     input: Input = "-",
     output: Output = "-",
-    policy: Annotated[Optional[str], typer.Option("--policy", help="Sample responses from this model for prompts in INPUT (else INPUT holds pairs).")] = None,
+    policy: Policy = None,
     samples: Annotated[int, typer.Option("--samples", min=2, help="Responses sampled per prompt (all pairs labelled).")] = 2,
-    feedback_model: Annotated[str, typer.Option("--feedback-model", help="The model that judges.")] = "smollm2-135m-instruct",
+    feedback_model: FeedbackModel = "smollm2-135m-instruct",
     constitution: Constitution = "default",
-    kind: Annotated[str, choice("--kind", ("harmlessness", "helpfulness", "all"), "Comparison principles to draw.")] = "harmlessness",
-    principles_per_label: Annotated[int, typer.Option("--principles-per-label", help="K principles averaged per label (K > 1: an ensemble).")] = 1,
+    kind: Kind = "harmlessness",
+    principles_per_label: PrinciplesPerLabel = 1,
     debias: Annotated[bool, typer.Option("--debias/--no-debias", help="Score both option orders and average.")] = True,
     cot: Annotated[bool, typer.Option("--cot", help="Chain-of-thought: reason first, then score the answer.")] = False,
     cot_samples: Annotated[int, typer.Option("--cot-samples", help="Reasoning chains averaged per order.")] = 1,
-    clamp: Annotated[str, typer.Option("--clamp", help="LO,HI: clamp CoT probabilities (the paper's best: 0.4,0.6).")] = "0.4,0.6",
+    clamp: Clamp = "0.4,0.6",
     few_shot: Annotated[bool, typer.Option("--few-shot", help="Show the constitution's comparison examples first.")] = False,
-    min_margin: Annotated[float, typer.Option("--min-margin", min=0.0, max=0.5, help="Drop pairs with |p - 0.5| < M.")] = 0.0,
+    min_margin: MinMargin = 0.0,
     hard: Annotated[bool, typer.Option("--hard", help="Write hard labels (1.0) instead of soft ones.")] = False,
-    check_human: Annotated[Optional[str], typer.Option("--check-human", help="Human-labelled pairs: first measure how often the feedback model agrees with them.")] = None,
-    check_limit: Annotated[int, typer.Option("--check-limit", min=1, help="Human pairs used by --check-human.")] = 200,
+    check_human: CheckHuman = None,
+    check_limit: CheckLimit = 200,
     min_agreement: Annotated[Optional[float], typer.Option("--min-agreement", min=0.0, max=1.0, help="With --check-human: exit 1, before labelling, if the agreement's lower 95% bound is below X.")] = None,
     format: Format = "auto",
-    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Pairs scored and written together.")] = 32,
+    chunk_size: ChunkSize = 32,
     limit: Limit = None,
     shard: ShardOption = None,
     resume: Resume = False,
@@ -206,8 +209,6 @@ def label(
 
     console.setup_logging(quiet)
     lo_hi = clamp_range(clamp)
-    if principles_per_label < 1:
-        raise CaikitError(f"--principles-per-label {principles_per_label}: must be at least 1")
     if cot_samples < 1:
         raise CaikitError(f"--cot-samples {cot_samples}: must be at least 1")
     if min_agreement is not None and not check_human:

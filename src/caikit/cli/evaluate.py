@@ -10,8 +10,9 @@ import typer
 
 from caikit.cli.app import app, command, typer_app
 from caikit.cli.options import (
-    AllowPickle, Constitution, Engine, Json, Limit, MaxNewTokens, PmDir, Quiet, Seed, ShardOption, choice, clamp_range, engine, first, named,
-    sampling, with_options,
+    FEEDBACK_MODEL, SPEC_HELP, AllowPickle, BatchSize, CheckHuman, CheckLimit, Clamp, Constitution, Device, Dtype, Engine, Json, Kind,
+    Limit, MaxNewTokens, PmDir, Quiet, Resume, Seed, ShardOption, Temperature, clamp_range, engine, first, named, sampling,
+    with_options,
 )
 from caikit.backends import SamplingParams
 from caikit.errors import CaikitError
@@ -78,19 +79,19 @@ def eval_compare(
     helpful: Annotated[Optional[str], typer.Option("--helpful", help="Helpful prompts: helpfulness ratings.")] = None,
     xstest: Annotated[Optional[str], typer.Option("--xstest", help="XSTest-style CSV (prompt,type,label): over-refusal.")] = None,
     pm: PmDir = None,
-    judge: Annotated[Optional[str], typer.Option("--judge", help="Feedback model that judges pairs, both orders.")] = None,
-    check_human: Annotated[Optional[str], typer.Option("--check-human", help="Human-labelled pairs: measure the judge's agreement with them first.")] = None,
-    check_limit: Annotated[int, typer.Option("--check-limit", min=1, help="Human pairs used by --check-human.")] = 200,
+    feedback_model: Annotated[Optional[str], typer.Option("--feedback-model", "--judge", help=FEEDBACK_MODEL)] = None,
+    check_human: CheckHuman = None,
+    check_limit: CheckLimit = 200,
     revisions: Annotated[Optional[str], typer.Option("--revisions", help="revise --keep-all output: PM score by round.")] = None,
     hhh: Annotated[Optional[list[str]], typer.Option("--hhh", help="HHH comparisons (e.g. 438HHHEvaluations.jsonl): the PM's accuracy.")] = None,
     hhh_limit: Annotated[Optional[int], typer.Option("--hhh-limit", min=1, help="Use only the first N HHH comparisons.")] = None,
     constitution: Constitution = "default",
     max_new_tokens: MaxNewTokens = 128,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature; 0 is greedy.")] = 0.7,
+    temperature: Temperature = 0.7,
     seed: Seed = 0,
     limit: Limit = None,
     shard: ShardOption = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Reuse responses and judgments already in the output dir.")] = False,
+    resume: Resume = False,
     json_out: Json = False,
     quiet: Quiet = False,
     engine: Engine = None,
@@ -99,7 +100,7 @@ def eval_compare(
 
     Example: caikit eval compare --model base=smollm2-135m-instruct --model sl=runs/sl-cai
       --red-team examples/prompts/redteam.jsonl --helpful examples/prompts/helpful.jsonl
-      --xstest ../shared/data/xstest/xstest_prompts.csv --judge smollm2-135m-instruct --pm runs/pm -o runs/eval
+      --xstest ../shared/data/xstest/xstest_prompts.csv --feedback-model smollm2-135m-instruct --pm runs/pm -o runs/eval
     """
     from caikit import calibration, compare, console, constitution as constitutions, evals, inputs
     from caikit.backends import SamplingParams
@@ -111,12 +112,12 @@ def eval_compare(
         raise CaikitError("--model/--responses: give at least 2 distinct model names to compare")
     if not (red_team or helpful):
         raise CaikitError("--red-team or --helpful: give at least one prompt set")
-    if not (pm or judge):
-        raise CaikitError("--pm or --judge: give something that judges")
+    if not (pm or feedback_model):
+        raise CaikitError("--pm or --feedback-model: give something that judges")
     if hhh and not pm:
         raise CaikitError("--hhh needs --pm (it measures the preference model)")
-    if check_human and not judge:
-        raise CaikitError("--check-human measures the --judge; give one")
+    if check_human and not feedback_model:
+        raise CaikitError("--check-human measures the --feedback-model; give one")
     sets, xs = compare.read_sets(red_team, helpful, xstest, limit)  # all data is read before any model is loaded
     const = constitutions.load(constitution)
     rows = inputs.read_completions(revisions) if revisions else None
@@ -134,9 +135,9 @@ def eval_compare(
     if pm:
         from caikit.preference_model import PreferenceModel
 
-        preference = PreferenceModel(pm, device=engine.device, batch_size=engine.batch_size)
+        preference = PreferenceModel(pm, device=engine.device, dtype=engine.dtype, batch_size=engine.batch_size)
     human_pairs = calibration.human_pairs([check_human], check_limit, seed) if check_human else None
-    judging = engine.build(judge, scoring=True) if judge else None
+    judging = engine.build(feedback_model, scoring=True) if feedback_model else None
     human = judge_against_humans(judging, const, human_pairs, seed, quiet) if check_human else None
     results = compare.run(output, answers, names, sets, xs, pm=preference, judge=judging, const=const, revisions=rows,
                           hhh=hhh_items, seed=seed, resume=resume, human=human)
@@ -161,10 +162,10 @@ def eval_compare(
 @with_options(engine, sampling)
 def eval_labeler(
     input: Annotated[list[str], typer.Option("-i", "--input", "--data", help="Human-labelled pairs (hh-rlhf, 438 HHH, BIG-bench JSON, {prompt, chosen, rejected}); repeatable.")],
-    feedback_model: Annotated[str, typer.Option("--feedback-model", "--model", help="The feedback model to measure (a model spec).")] = "smollm2-135m-instruct",
+    feedback_model: Annotated[str, typer.Option("--feedback-model", "--model", help=FEEDBACK_MODEL)] = "smollm2-135m-instruct",
     modes: Annotated[str, typer.Option("--modes", help=f"Labeling modes to compare: {MODE_HELP}.")] = "single,debiased,ensemble-4",
-    kind: Annotated[str, choice("--kind", ("harmlessness", "helpfulness", "all"), "Comparison principles to draw from.", "kind")] = "harmlessness",
-    clamp: Annotated[str, typer.Option("--clamp", help="LO,HI: clamp chain-of-thought probabilities.")] = "0.4,0.6",
+    kind: Kind = "harmlessness",
+    clamp: Clamp = "0.4,0.6",
     constitution: Constitution = "default",
     limit: Limit = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Dir for results.json, reliability.png and each mode's labels.")] = None,
@@ -232,16 +233,20 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 @with_options(engine)
 def eval_mc(
     input: EvalData,
-    model: Annotated[Optional[str], typer.Option("--model", help="Model answering by option log-probs [default: smollm2-135m-instruct].")] = None,
-    pm: Annotated[Optional[Path], typer.Option("--pm", help="Or a preference model scoring each option's response.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help=SPEC_HELP)] = None,
+    pm: PmDir = None,
     raw: Annotated[bool, typer.Option("--raw", help="Score the prompt as raw text instead of a chat turn.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Shuffles BIG-bench options (the correct one is often listed first).")] = 0,
+    seed: Seed = 0,
     limit: Limit = None,
     json_out: Json = False,
     quiet: Quiet = False,
     engine: Engine = None,
 ):
     """Multiple-choice accuracy of a model (or a PM) on HHH-style evals, per subset with 95% CIs.
+
+    The model (default smollm2-135m-instruct) answers by the log-probs of each option; with --pm, the
+    preference model scores each option's response instead. --seed shuffles BIG-bench options (the
+    correct one is often listed first).
 
     Example: caikit eval mc -i ../shared/data/anthropic-cai/evals/438HHHEvaluations.jsonl --json
     """
@@ -255,7 +260,7 @@ def eval_mc(
         from caikit.preference_model import PreferenceModel
 
         items = first(evals.load_items(input), limit)  # the data is checked before a model is loaded
-        results = evals.pm_accuracy(PreferenceModel(pm, device=engine.device, batch_size=engine.batch_size), items)
+        results = evals.pm_accuracy(PreferenceModel(pm, device=engine.device, dtype=engine.dtype, batch_size=engine.batch_size), items)
     else:
         items = first(evals.mc_items(input, seed), limit)
         results = evals.mc_accuracy(engine.build(model or DEFAULT_MODEL, scoring=True), items, raw=raw)
@@ -269,8 +274,9 @@ def eval_mc(
 def eval_pm(
     input: EvalData,
     pm: Annotated[Path, typer.Option("--pm", help="Preference-model dir (from caikit train-pm).")],
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Conversations per forward pass.")] = 8,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    batch_size: BatchSize = 16,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
     limit: Limit = None,
     allow_pickle: AllowPickle = False,
     json_out: Json = False,
@@ -285,7 +291,7 @@ def eval_pm(
 
     console.setup_logging(quiet)
     items = first(evals.load_items(input), limit)
-    results = {"pm": str(pm), "data": input, **evals.pm_accuracy(PreferenceModel(pm, device=device, batch_size=batch_size), items)}
+    results = {"pm": str(pm), "data": input, **evals.pm_accuracy(PreferenceModel(pm, device=device, dtype=dtype, batch_size=batch_size), items)}
     if json_out:
         typer.echo(json.dumps(results))
     if not quiet:

@@ -82,12 +82,12 @@ ShardOption = Annotated[
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed repeats a run.")]
 Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use only the first N input records.")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run: skip ids already written.")]
-ResumeTraining = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in DIR.tmp/.")]
+Resume = Annotated[bool, typer.Option(
+    "--resume", help="Continue an interrupted run from what it wrote: records (by id), judgments, or a training run's last checkpoint in DIR.tmp/.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output dir.")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar, logs or summary on stderr.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout (a table on stderr either way).")]
-BaseModel = Annotated[str, typer.Option("--base-model", help="Model to start training from.")]
+BaseModel = Annotated[str, typer.Option("--base-model", help="Model to start training from (a model spec).")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 Dtype = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16 (auto: bf16 on GPU, fp32 on CPU; bf16 on a CPU with native bf16 generates ~2x faster, rounded: see README).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Prompts (or conversations) per forward pass.")]
@@ -97,6 +97,31 @@ AllowPickle = Annotated[bool, typer.Option(
     "--allow-pickle", callback=models.allow_pickle,  # (set for the whole process when the command line is parsed)
     help="Also load pickle-only checkpoints (.bin, .pt); unpickling can run code: only for files you trust.")]
 PmDir = Annotated[Optional[Path], typer.Option("--pm", help="Preference-model dir (from caikit train-pm).")]
+FEEDBACK_MODEL = "The feedback model: the model that judges pairs of responses (a model spec)."
+FeedbackModel = Annotated[str, typer.Option("--feedback-model", help=FEEDBACK_MODEL)]
+FEEDBACK_MODES = ("absolute", "vs-reference")
+FeedbackMode = Annotated[str, choice(
+    "--feedback-mode", FEEDBACK_MODES, "A feedback-model reward: absolute, p(harmless and helpful); or vs-reference, "
+    "p(better than a reference answer), both orders.", "mode")]
+PrinciplesPerLabel = Annotated[int, typer.Option("--principles-per-label", min=1, help="K comparison principles drawn per judgment, averaged (K > 1: an ensemble).")]
+Kind = Annotated[str, choice("--kind", ("harmlessness", "helpfulness", "all"), "Comparison principles to draw: harmlessness, helpfulness or all.", "kind")]
+Clamp = Annotated[str, typer.Option("--clamp", help="LO,HI: clamp chain-of-thought probabilities (the paper's best: 0.4,0.6).")]
+CheckHuman = Annotated[Optional[str], typer.Option("--check-human", help="Human-labelled pairs: first measure the feedback model's agreement with them.")]
+CheckLimit = Annotated[int, typer.Option("--check-limit", min=1, help="Human pairs used by --check-human.")]
+MinMargin = Annotated[float, typer.Option("--min-margin", min=0.0, max=0.5, help="Drop pairs whose label p is within M of 0.5: |p - 0.5| < M.")]
+ChunkSize = Annotated[int, typer.Option("--chunk-size", min=1, help="Records worked on and written together (revise: records, label: pairs).")]
+Temperature = Annotated[float, typer.Option("--temperature", min=0.0, help="Sampling temperature; 0 is greedy.")]
+Shots = Annotated[int, typer.Option("--shots", min=0, help="Few-shot examples per prompt (redteam --synthesize: red-team prompts; revise: the constitution's dialogues).")]
+Policy = Annotated[Optional[str], typer.Option("--policy", help="The policy: the model whose responses are sampled (label: for pairs to judge; rlaif: the model trained).")]
+MaxBatch = Annotated[int, typer.Option("--max-batch", min=1, help="Most items (sequences or responses) gathered from concurrent requests into one batch.")]
+Port = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")]
+Host = Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 opens it to the network).")]
+WindowMs = Annotated[float, typer.Option("--window-ms", min=0.0, help="Gather concurrent requests this long into one batch.")]
+ServerKey = Annotated[Optional[str], typer.Option("--api-key-env", help="Require `Authorization: Bearer $VAR` from clients.")]
+VllmMemory = Annotated[Optional[float], typer.Option(
+    "--vllm-memory", min=0.05, max=0.95, help="vLLM's share of GPU memory, for each vLLM engine the command starts (--backend vllm: 0.85; rlaif --use-vllm colocate: TRL's default).")]
+MaxLength = Annotated[int, typer.Option("--max-length", min=16, help="Most tokens of a training example; which end is cut: see the command's help.")]
+EvalSplit = Annotated[float, typer.Option("--eval-split", min=0.0, max=0.9, help="Fraction of the data held out for evaluation metrics.")]
 Backend = Annotated[
     str, choice("--backend", tuple(BACKENDS), "Backend of model specs without a prefix: transformers (CPU/GPU), vllm (GPU) or openai (a server).", "backend")
 ]
@@ -113,13 +138,14 @@ class Engine:
     batch_size: int = 16
     chat_template: Path | None = None
     endpoint: dict = field(default_factory=dict)  # defaults for models on OpenAI-compatible servers
+    vllm_memory: float | None = None
 
     def build(self, model: str, *, scoring: bool = False):
         """The backend for model spec `model`; with `scoring`, checked now that it can score choices."""
         from caikit import backends
 
         options = dict(dtype=self.dtype, device=self.device, batch_size=self.batch_size,
-                       chat_template=self.chat_template, endpoint=self.endpoint)
+                       chat_template=self.chat_template, endpoint=self.endpoint, vllm_memory=self.vllm_memory)
         backend = backends.build(self.backend, model, **options)
         return backends.for_scoring(backend) if scoring else backend
 
@@ -131,6 +157,7 @@ def engine(
     batch_size: BatchSize = 16,
     chat_template: ChatTemplate = None,
     allow_pickle: AllowPickle = False,
+    vllm_memory: VllmMemory = None,
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="Server of openai:MODEL specs without @URL (default $OPENAI_BASE_URL).", rich_help_panel=SERVER)] = None,
     api_key_env: Annotated[str, typer.Option("--api-key-env", help="Environment variable that holds the server's API key.", rich_help_panel=SERVER)] = "OPENAI_API_KEY",
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="Local tokenizer (model dir or spec) of a served model, for exact choice scores; default: the server's /tokenize.", rich_help_panel=SERVER)] = None,
@@ -140,7 +167,7 @@ def engine(
 ) -> Engine:
     endpoint = dict(base_url=base_url, api_key_env=api_key_env, tokenizer=tokenizer, concurrency=concurrency,
                     timeout=timeout, retries=retries)
-    return Engine(backend, dtype, device, batch_size, chat_template, endpoint)
+    return Engine(backend, dtype, device, batch_size, chat_template, endpoint, vllm_memory)
 
 
 def destination(output: str) -> str:

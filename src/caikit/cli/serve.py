@@ -11,19 +11,22 @@ from typing import Annotated, Optional
 import typer
 
 from caikit.cli.app import command
-from caikit.cli.options import AllowPickle, Backend, BatchSize, ChatTemplate, Constitution, Device, Dtype, Model, PmDir, Quiet, Seed, choice
+from caikit.cli.options import (
+    AllowPickle, Backend, BatchSize, ChatTemplate, Constitution, Device, Dtype, FeedbackMode, FeedbackModel, Host, MaxBatch, Model, PmDir,
+    Port, PrinciplesPerLabel, Quiet, Seed, ServerKey, VllmMemory, WindowMs,
+)
 from caikit.errors import CaikitError
 
 
 @command()
 def serve(
     model: Model = "smollm2-135m-instruct",
-    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 opens it to the network).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8000,
-    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Require `Authorization: Bearer $VAR` from clients.")] = None,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    api_key_env: ServerKey = None,
     served_name: Annotated[Optional[str], typer.Option("--served-name", help="Model id clients ask for (default: the --model spec).")] = None,
-    window_ms: Annotated[float, typer.Option("--window-ms", min=0.0, help="Gather concurrent requests this long into one batch.")] = 20.0,
-    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most sequences gathered into one batch.")] = 64,
+    window_ms: WindowMs = 20.0,
+    max_batch: MaxBatch = 64,
     max_tokens: Annotated[int, typer.Option("--max-tokens-limit", min=1, help="Most new tokens a request may ask for.")] = 4096,
     max_request_mb: Annotated[float, typer.Option("--max-request-mb", min=0.001, help="Largest request body accepted.")] = 8.0,
     dtype: Dtype = "auto",
@@ -75,27 +78,28 @@ def bind(host: str, port: int) -> socket.socket:
 @command("serve-reward")
 def serve_reward(
     pm: PmDir = None,
-    feedback_model: Annotated[str, typer.Option("--feedback-model", help="Constitutional judge (a model spec), when no --pm.")] = "smollm2-135m-instruct",
+    feedback_model: FeedbackModel = "smollm2-135m-instruct",
     constitution: Constitution = "default",
-    feedback_mode: Annotated[str, choice("--feedback-mode", ("absolute", "vs-reference"), "absolute: p(harmless and helpful); vs-reference: p(better than the reference answer).", "mode")] = "absolute",
-    principles_per_label: Annotated[int, typer.Option("--principles-per-label", min=1, help="Principles per judgment (vs-reference), averaged.")] = 1,
+    feedback_mode: FeedbackMode = "absolute",
+    principles_per_label: PrinciplesPerLabel = 1,
     config: Annotated[Optional[Path], typer.Option("--config", help="The reward settings as TOML (see caikit.rewards), instead of the flags.")] = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 opens it to the network).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8001,
-    api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Require `Authorization: Bearer $VAR` from clients.")] = None,
-    window_ms: Annotated[float, typer.Option("--window-ms", min=0.0, help="Gather concurrent requests this long into one batch.")] = 20.0,
-    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most responses scored in one batch.")] = 256,
+    host: Host = "127.0.0.1",
+    port: Port = 8001,
+    api_key_env: ServerKey = None,
+    window_ms: WindowMs = 20.0,
+    max_batch: MaxBatch = 256,
     backend: Backend = "transformers",
     dtype: Dtype = "auto",
     device: Device = "auto",
     batch_size: BatchSize = 16,
+    vllm_memory: VllmMemory = None,
     seed: Seed = 0,
     allow_pickle: AllowPickle = False,
     quiet: Quiet = False,
 ):
     """Serve caikit's reward over HTTP for OpenRLHF (POST /get_reward, its --remote_rm_url) and verl
-    (caikit.integrations.verl, POST /v1/score): a preference model, or the constitutional feedback
-    model judging each response. Logs one line per request on stderr.
+    (caikit.integrations.verl, POST /v1/score): a preference model (--pm), or else the constitutional
+    feedback model (--feedback-model) judging each response. Logs one line per request on stderr.
 
     Example: caikit serve-reward --pm runs/pm --port 8001
              (OpenRLHF) --remote_rm_url http://127.0.0.1:8001/get_reward
@@ -110,7 +114,7 @@ def serve_reward(
     else:
         settings = rewards.Settings(pm=str(pm) if pm else None, feedback_model=feedback_model, constitution=constitution,
                                     mode=feedback_mode, principles=principles_per_label, seed=seed, backend=backend,
-                                    device=device, dtype=dtype, batch_size=batch_size)
+                                    device=device, dtype=dtype, batch_size=batch_size, vllm_memory=vllm_memory)
     key = required_key(api_key_env)
     listener = bind(host, port)
     scorer = rewards.Scorer(settings)
