@@ -134,7 +134,7 @@ def test_api_key_limits_and_request_log(tiny_backend, monkeypatch, caplog):
 
 
 def test_eval_mc_and_compare_with_remote_models(server, tiny_model, tmp_path):
-    from caikit.cli.evaluate import split_temperature
+    from caikit.compare import split_temperature
 
     assert split_temperature(f"openai:tiny@{server}") == (f"openai:tiny@{server}", None)
     assert split_temperature(f"openai:tiny@{server}@0.3") == (f"openai:tiny@{server}", 0.3)

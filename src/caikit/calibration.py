@@ -17,10 +17,12 @@ judgments.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from caikit import evals, judge
 from caikit.errors import CaikitError
@@ -161,6 +163,19 @@ def verdict(results: dict) -> str:
                 f"(95% CI {b['ci95'][0]:.1%}-{b['ci95'][1]:.1%}, n={b['n']}).{caution}")
     return (f"No mode agrees with humans measurably above chance (best: {best}, {b['agreement']:.1%}, 95% CI "
             f"{b['ci95'][0]:.1%}-{b['ci95'][1]:.1%}, n={b['n']}): labels from this model carry no measurable signal.")
+
+
+def save(output: Path, results: dict, runs: dict[str, list[dict]]) -> None:
+    """`eval labeler -o DIR`: results.json, reliability.png and each mode's labels (labels.MODE.jsonl)."""
+    from caikit.outputs import JsonlWriter
+
+    output.mkdir(parents=True, exist_ok=True)
+    for name, records in runs.items():
+        with JsonlWriter(str(output / f"labels.{name}.jsonl")) as out:
+            for record in records:
+                out.write(record)
+    plot_reliability(results, output / "reliability.png")
+    (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 def plot_reliability(results: dict, path) -> None:

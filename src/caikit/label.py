@@ -19,9 +19,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
-from caikit import judge
+from caikit import inputs, judge
 from caikit.backends import Backend, SamplingParams
 from caikit.constitution import Comparison, Constitution
+from caikit.errors import CaikitError
 from caikit.records import preference_record, provenance
 
 
@@ -36,6 +37,31 @@ class LabelOptions:
     seed: int = 0
     cot_params: SamplingParams = SamplingParams(max_new_tokens=128, temperature=1.0)
     chunk_size: int = 32
+
+
+def check(options: LabelOptions, const: Constitution, kind: str) -> list[Comparison]:
+    """Usage errors of the labelling settings, before anything is read or loaded; returns the
+    comparison principles of `kind` to draw from."""
+    comparisons = const.comparisons_for(kind)
+    if len(comparisons) < options.principles_per_label:
+        raise CaikitError(f"--principles-per-label {options.principles_per_label}: the constitution has "
+                          f"{len(comparisons)} {kind} comparison principles")
+    return comparisons
+
+
+def cot_sampling(sampling: SamplingParams) -> SamplingParams:
+    """How chain-of-thought reasoning is sampled: 128 tokens at the run's temperature (at least 0.1,
+    so that several chains differ)."""
+    return replace(sampling, max_new_tokens=128, temperature=max(sampling.temperature, 0.1))
+
+
+def read_items(path: str, format: str, *, prompts: bool) -> tuple[list[dict], dict]:
+    """What `label` labels: prompts to sample pairs for (`prompts`), or pairs; and the skip counts."""
+    skipped = {"identical": 0, "empty": 0, "min_margin": 0}
+    if prompts:
+        return inputs.read_prompts(path, format), skipped
+    items, counts = inputs.read_pairs(path)
+    return items, {**skipped, **counts}
 
 
 def label_pairs(

@@ -16,9 +16,18 @@ from dataclasses import replace
 from typing import Callable, Iterator
 
 from caikit.backends import Backend, SamplingParams
+from caikit.errors import CaikitError
 from caikit.records import prompt_id, provenance
 
 Progress = Callable[[int], None]
+
+
+def check(*, synthesize: int, shots: int, sharded: bool) -> None:
+    """Usage errors of the redteam settings, before anything is read or loaded."""
+    if synthesize and shots < 1:
+        raise CaikitError(f"--shots {shots}: --synthesize needs at least one example per prompt")
+    if synthesize and sharded:
+        raise CaikitError("--shard does not split --synthesize; give each worker its own --seed instead")
 
 
 def by_length(records: list[dict]) -> list[dict]:

@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 
 from caikit.backends import Backend, SamplingParams
 from caikit.constitution import Constitution, CritiqueExample, Principle
+from caikit.errors import CaikitError
 from caikit.records import provenance
 
 CONTEXTS = ("append", "fresh")
@@ -45,6 +46,19 @@ _LEAD_IN = re.compile(
     re.I,
 )
 _ROLE_TAG = re.compile(r"<\|im_start\|>\s*(?:assistant|user|system)?\s*|<\|im_end\|>|^\s*(?:assistant|user)\s*\n", re.I)
+
+
+def check(const: Constitution, *, rounds: int, emit_round: int | None, keep_all: bool, principles: str | None) -> list[Principle]:
+    """Usage errors of the revise settings, before anything is read or loaded; returns the
+    critique/revision principles to draw from (`principles`: comma-separated ids, None for all)."""
+    if emit_round and emit_round > rounds:
+        raise CaikitError(f"--emit-round {emit_round}: only {rounds} rounds are run")
+    if emit_round and keep_all:
+        raise CaikitError("--emit-round and --keep-all do not go together")
+    chosen = const.select([p.strip() for p in principles.split(",") if p.strip()] if principles else None)
+    if not chosen:
+        raise CaikitError(f"--constitution {const.source}: it has no critique/revision principles")
+    return chosen
 
 
 def clean(text: str) -> str:

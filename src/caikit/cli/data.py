@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from dataclasses import replace
+
 from caikit.backends import SamplingParams, for_scoring
 from caikit.cli.app import command
 from caikit.cli.options import (
@@ -55,11 +57,8 @@ def redteam(
     from caikit.outputs import JsonlWriter
 
     console.setup_logging(quiet)
+    stage.check(synthesize=synthesize, shots=shots, sharded=shard is not None)
     records = first(inputs.read_prompts(input, format, prompt_field=prompt_field, keep_history=keep_history), limit)
-    if synthesize and shots < 1:
-        raise CaikitError(f"--shots {shots}: --synthesize needs at least one example per prompt")
-    if shard and synthesize:
-        raise CaikitError("--shard does not split --synthesize; give each worker its own --seed instead")
     records, mark = sharded(records, shard)
     timer, tokens = console.Timer(), 0
     with JsonlWriter(output, resume=resume, inputs=(input,)) as out:
@@ -119,14 +118,8 @@ def revise(
     from caikit.outputs import JsonlWriter
 
     console.setup_logging(quiet)
-    if emit_round and emit_round > rounds:
-        raise CaikitError(f"--emit-round {emit_round}: only {rounds} rounds are run")
-    if emit_round and keep_all:
-        raise CaikitError("--emit-round and --keep-all do not go together")
     const = constitutions.load(constitution)
-    chosen = const.select([p.strip() for p in principles.split(",") if p.strip()] if principles else None)
-    if not chosen:
-        raise CaikitError(f"--constitution {constitution}: it has no critique/revision principles")
+    chosen = stage.check(const, rounds=rounds, emit_round=emit_round, keep_all=keep_all, principles=principles)
     records, mark = sharded(first(inputs.read_completions(input), limit), shard, key=lambda r: re.sub(r"-r\d+$", "", r["id"]))
     timer, tokens, failed = console.Timer(), 0, 0
     with JsonlWriter(output, resume=resume, inputs=(input,)) as out:
@@ -176,7 +169,7 @@ def label(
     principles_per_label: PrinciplesPerLabel = 1,
     debias: Annotated[bool, typer.Option("--debias/--no-debias", help="Score both option orders and average.")] = True,
     cot: Annotated[bool, typer.Option("--cot", help="Chain-of-thought: reason first, then score the answer.")] = False,
-    cot_samples: Annotated[int, typer.Option("--cot-samples", help="Reasoning chains averaged per order.")] = 1,
+    cot_samples: Annotated[int, typer.Option("--cot-samples", min=1, help="Reasoning chains averaged per order.")] = 1,
     clamp: Clamp = "0.4,0.6",
     few_shot: Annotated[bool, typer.Option("--few-shot", help="Show the constitution's comparison examples first.")] = False,
     min_margin: MinMargin = 0.0,
@@ -202,47 +195,40 @@ def label(
 
     Example: caikit label -i runs/redteam.jsonl --policy runs/sl-cai -o runs/labels.jsonl
     """
-    from dataclasses import replace
-
-    from caikit import console, constitution as constitutions, inputs, label as stage
+    from caikit import console, constitution as constitutions, label as stage
+    from caikit.calibration import human_pairs
     from caikit.outputs import JsonlWriter
 
     console.setup_logging(quiet)
-    lo_hi = clamp_range(clamp)
-    if cot_samples < 1:
-        raise CaikitError(f"--cot-samples {cot_samples}: must be at least 1")
     if min_agreement is not None and not check_human:
         raise CaikitError("--min-agreement needs --check-human FILE (the human pairs to measure against)")
     const = constitutions.load(constitution)
-    comparisons = const.comparisons_for(kind)
-    if len(comparisons) < principles_per_label:
-        raise CaikitError(f"--principles-per-label {principles_per_label}: the constitution has {len(comparisons)} {kind} comparison principles")
-    cot_params = replace(sampling, max_new_tokens=128, temperature=max(sampling.temperature, 0.1))
-    options = stage.LabelOptions(principles_per_label=principles_per_label, debias=debias, cot=cot, cot_samples=cot_samples, clamp=lo_hi,
-                                 few_shot=few_shot, seed=sampling.seed, chunk_size=chunk_size, cot_params=cot_params)
-    skipped = {"identical": 0, "empty": 0, "min_margin": 0}
-    if policy:
-        items = inputs.read_prompts(input, format)
-    else:
-        items, counts = inputs.read_pairs(input)
-        skipped.update(counts)
+    options = stage.LabelOptions(principles_per_label=principles_per_label, debias=debias, cot=cot, cot_samples=cot_samples,
+                                 clamp=clamp_range(clamp), few_shot=few_shot, seed=sampling.seed, chunk_size=chunk_size,
+                                 cot_params=stage.cot_sampling(sampling))
+    comparisons = stage.check(options, const, kind)
+    items, skipped = stage.read_items(input, format, prompts=bool(policy))
     items, mark = sharded(first(items, limit), shard, key=lambda r: prompt_id(r["prompt"]) if policy else r["id"])
+    human = human_pairs([check_human], check_limit, options.seed) if check_human else None  # (all data before any model)
     timer, kept, checked, feedback = console.Timer(), [], None, None
-    if check_human:  # before any label is written
-        from caikit.calibration import human_pairs
-
-        human = human_pairs([check_human], check_limit, options.seed)  # (all data is read before a model is loaded)
+    if human:  # before any label is written
         feedback = engine.build(feedback_model, scoring=True)
         checked = check_against_humans(feedback, const, comparisons, options, human, min_agreement, quiet)
     with JsonlWriter(output, resume=resume, inputs=(input,)) as out:
         todo = stage.remaining(items, out.done, prompts=bool(policy))
         if todo:
-            sampler = engine.build(policy) if policy else None
-            if feedback is None:
-                feedback = for_scoring(sampler) if policy == feedback_model else engine.build(feedback_model, scoring=True)
+            sampler, feedback = label_models(engine, policy, feedback_model, feedback)
             for record in stage.run(todo, feedback, const, comparisons, options, policy=sampler, sampling=replace(sampling, n=samples) if policy else None,
                                     min_margin=min_margin, hard=hard, skipped=skipped, progress=console.progress_factory(quiet)):
                 kept.append(record)
                 out.write(mark(record))
     if not quiet:
         console.table(f"caikit label -> {destination(output)}", stage.summary_rows(kept, skipped, timer.seconds, checked))
+
+
+def label_models(engine: Engine, policy: str | None, feedback_model: str, feedback):
+    """The policy that samples (None for pairs) and the feedback model, one backend when they are the same model."""
+    sampler = engine.build(policy) if policy else None
+    if feedback is None:
+        feedback = for_scoring(sampler) if policy == feedback_model else engine.build(feedback_model, scoring=True)
+    return sampler, feedback

@@ -60,15 +60,6 @@ def answer_shard(answers, generated: dict, sets: dict, xs, shard, output: Path) 
         f"join each NAME.SET.*-of-{shard.count}.jsonl with caikit merge into NAME.SET.jsonl and rerun without --shard, with --resume")
 
 
-def split_temperature(spec: str) -> tuple[str, float | None]:
-    """`SPEC@0.3` -> (SPEC, 0.3); an `@` that starts a server URL (openai:NAME@URL) stays in the spec."""
-    head, sep, tail = spec.rpartition("@")
-    try:
-        return (head, float(tail)) if sep else (spec, None)
-    except ValueError:
-        return spec, None
-
-
 @command("compare", group=eval_app)
 @with_options(engine)
 def eval_compare(
@@ -103,40 +94,23 @@ def eval_compare(
       --xstest ../shared/data/xstest/xstest_prompts.csv --feedback-model smollm2-135m-instruct --pm runs/pm -o runs/eval
     """
     from caikit import calibration, compare, console, constitution as constitutions, evals, inputs
-    from caikit.backends import SamplingParams
+    from caikit.preference_model import PreferenceModel
 
     console.setup_logging(quiet)
     specs, files = named(model, "--model"), named(responses, "--responses")
-    names = list(specs) + [n for n in files if n not in specs]
-    if len(names) < 2 or set(specs) & set(files):
-        raise CaikitError("--model/--responses: give at least 2 distinct model names to compare")
-    if not (red_team or helpful):
-        raise CaikitError("--red-team or --helpful: give at least one prompt set")
-    if not (pm or feedback_model):
-        raise CaikitError("--pm or --feedback-model: give something that judges")
-    if hhh and not pm:
-        raise CaikitError("--hhh needs --pm (it measures the preference model)")
-    if check_human and not feedback_model:
-        raise CaikitError("--check-human measures the --feedback-model; give one")
+    names = compare.check(specs, files, red_team=red_team, helpful=helpful, pm=pm, judge=feedback_model, hhh=hhh, check_human=check_human)
     sets, xs = compare.read_sets(red_team, helpful, xstest, limit)  # all data is read before any model is loaded
     const = constitutions.load(constitution)
     rows = inputs.read_completions(revisions) if revisions else None
     hhh_items = first(evals.load_items(hhh), hhh_limit) if hhh else None
-    generated = {}
-    for name, spec in specs.items():
-        spec, temp = split_temperature(spec)
-        generated[name] = (spec, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature if temp is None else temp, seed=seed))
+    human_pairs = calibration.human_pairs([check_human], check_limit, seed) if check_human else None
+    generated = compare.answering(specs, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed))
     answers = compare.Answers(output, given=files, models=generated, build=engine.build, resume=resume,
                               progress=console.progress_factory(quiet), shard=shard)
     if shard is not None:
         answer_shard(answers, generated, sets, xs, shard, output)
         return
-    preference = None
-    if pm:
-        from caikit.preference_model import PreferenceModel
-
-        preference = PreferenceModel(pm, device=engine.device, dtype=engine.dtype, batch_size=engine.batch_size)
-    human_pairs = calibration.human_pairs([check_human], check_limit, seed) if check_human else None
+    preference = PreferenceModel(pm, device=engine.device, dtype=engine.dtype, batch_size=engine.batch_size) if pm else None
     judging = engine.build(feedback_model, scoring=True) if feedback_model else None
     human = judge_against_humans(judging, const, human_pairs, seed, quiet) if check_human else None
     results = compare.run(output, answers, names, sets, xs, pm=preference, judge=judging, const=const, revisions=rows,
@@ -144,18 +118,23 @@ def eval_compare(
     if json_out:
         typer.echo(json.dumps(results))
     if not quiet:
-        from rich.table import Table
+        print_compare(results, output)
 
-        from caikit.report import verdict
 
-        for kind, sources in results["elo"].items():
-            for source, table in sources.items():
-                shown = Table("model", "Elo", "95% CI", title=f"{kind} ({source}), n={table['prompts']} prompts")
-                for name, row in table["models"].items():
-                    shown.add_row(name, f"{row['elo']:.0f}", f"{row['ci95'][0]:.0f}-{row['ci95'][1]:.0f}")
-                console.stderr().print(shown)
-        console.say(f"eval compare: report in {output / 'report.md'}")
-        console.say(verdict(results))
+def print_compare(results: dict, output: Path) -> None:
+    from rich.table import Table
+
+    from caikit import console
+    from caikit.report import verdict
+
+    for kind, sources in results["elo"].items():
+        for source, table in sources.items():
+            shown = Table("model", "Elo", "95% CI", title=f"{kind} ({source}), n={table['prompts']} prompts")
+            for name, row in table["models"].items():
+                shown.add_row(name, f"{row['elo']:.0f}", f"{row['ci95'][0]:.0f}-{row['ci95'][1]:.0f}")
+            console.stderr().print(shown)
+    console.say(f"eval compare: report in {output / 'report.md'}")
+    console.say(verdict(results))
 
 
 @command("labeler", group=eval_app)
@@ -179,10 +158,8 @@ def eval_labeler(
     Example: caikit eval labeler -i ../shared/data/hh-rlhf/harmless-base_test.jsonl.gz --limit 200
       --modes single,debiased,ensemble-4 --feedback-model openai:Qwen/Qwen2.5-7B-Instruct@http://gpu01:8000/v1
     """
-    from dataclasses import replace
-
     from caikit import calibration as stage, console, constitution as constitutions
-    from caikit.outputs import JsonlWriter
+    from caikit.label import cot_sampling
 
     console.setup_logging(quiet)
     chosen_modes, lo_hi = stage.parse_modes(modes), clamp_range(clamp)
@@ -190,30 +167,29 @@ def eval_labeler(
     comparisons = const.comparisons_for(kind)
     pairs = stage.human_pairs(input, limit, sampling.seed)  # all data is read before the model is loaded
     backend = engine.build(feedback_model, scoring=True)
-    cot_params = replace(sampling, max_new_tokens=128, temperature=max(sampling.temperature, 0.1))
     results, runs = stage.run(backend, const, comparisons, pairs, chosen_modes, seed=sampling.seed, clamp=lo_hi,
-                              cot_params=cot_params, progress=console.progress_factory(quiet))
+                              cot_params=cot_sampling(sampling), progress=console.progress_factory(quiet))
     results.update(feedback_model=feedback_model, backend=backend.name, **getattr(backend, "details", {}), data=input,
                    constitution=const.provenance())
     if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        for name, records in runs.items():
-            with JsonlWriter(str(output / f"labels.{name}.jsonl")) as out:
-                for record in records:
-                    out.write(record)
-        stage.plot_reliability(results, output / "reliability.png")
-        (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        stage.save(output, results, runs)
     if json_out:
         typer.echo(json.dumps(results))
     if not quiet:
-        rows = [[name, str(m["n"]), f"{m['agreement']:.3f}", f"{m['ci95'][0]:.3f}-{m['ci95'][1]:.3f}", f"{m['position_bias']:+.3f}",
-                 f"{m['confidence']:.3f}", f"{m['ece']:.3f}", f"{m['seconds_per_label']:.2f}", f"{m['tokens_per_label']:.0f}"]
-                for name, m in results["modes"].items()]
-        print_table(f"caikit eval labeler: {feedback_model} vs human choices",
-                    ["mode", "n", "agree", "95% CI", "A bias", "conf", "ECE", "s/lab", "tok/lab"], rows)
-        print_table("agreement by principle", ["principle", "n", "agreement", "95% CI"],
-                    [[pid, str(v["n"]), f"{v['agreement']:.3f}", f"{v['ci95'][0]:.3f}-{v['ci95'][1]:.3f}"] for pid, v in results["principles"].items()])
-        console.say(results["verdict"])
+        print_labeler(results, feedback_model)
+
+
+def print_labeler(results: dict, feedback_model: str) -> None:
+    from caikit import console
+
+    rows = [[name, str(m["n"]), f"{m['agreement']:.3f}", f"{m['ci95'][0]:.3f}-{m['ci95'][1]:.3f}", f"{m['position_bias']:+.3f}",
+             f"{m['confidence']:.3f}", f"{m['ece']:.3f}", f"{m['seconds_per_label']:.2f}", f"{m['tokens_per_label']:.0f}"]
+            for name, m in results["modes"].items()]
+    print_table(f"caikit eval labeler: {feedback_model} vs human choices",
+                ["mode", "n", "agree", "95% CI", "A bias", "conf", "ECE", "s/lab", "tok/lab"], rows)
+    print_table("agreement by principle", ["principle", "n", "agreement", "95% CI"],
+                [[pid, str(v["n"]), f"{v['agreement']:.3f}", f"{v['ci95'][0]:.3f}-{v['ci95'][1]:.3f}"] for pid, v in results["principles"].items()])
+    console.say(results["verdict"])
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
