@@ -90,7 +90,7 @@ reproduce:
 
 # The CLI reference, generated from the Typer app (tests/test_docs.py fails when it is stale).
 docs: install
-	$(BIN)/python -m typer caikit.cli utils docs --name caikit --output docs/cli.md
+	$(BIN)/python -m caikit.cli.reference docs/cli.md
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/run.py $(BENCH_ARGS)

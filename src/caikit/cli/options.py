@@ -89,7 +89,7 @@ Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar, log
 Json = Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout (a table on stderr either way).")]
 BaseModel = Annotated[str, typer.Option("--base-model", help="Model to start training from (a model spec).")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
-Dtype = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16 (auto: bf16 on GPU, fp32 on CPU; bf16 on a CPU with native bf16 generates ~2x faster, rounded: see README).")]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16 or float16 (auto: bf16 on GPU, fp32 on CPU; bf16 on a CPU with native bf16 generates ~2x faster, rounded: see docs/measurements.md).")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Prompts (or conversations) per forward pass.")]
 ChatTemplate = Annotated[Optional[Path], typer.Option("--chat-template", help="Jinja chat template for a model that lacks one.")]
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Most tokens generated per response.")]
