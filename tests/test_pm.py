@@ -104,7 +104,7 @@ def test_hh_transcripts_are_hard_labels_and_weights_apply(tmp_path):
     [
         ([{"prompt": "q", "chosen": "a", "rejected": "b", "label": 1.5}] * 3, "d.jsonl:1: label 1.5 is not a probability"),
         ([{"prompt": "q", "chosen": "a", "rejected": "b", "label": "high"}] * 3, "d.jsonl:1: label 'high' is not a probability"),
-        ([{"prompt": "q", "chosen": "a", "rejected": "b"}], "--data: need at least 2 preference records, got 1"),
+        ([{"prompt": "q", "chosen": "a", "rejected": "b"}], "-i/--input: need at least 2 preference records, got 1"),
         ([{"chosen": "\n\nHuman: hi\n\nAssistant: x\n\nHuman: more", "rejected": "\n\nHuman: hi\n\nAssistant: x"}] * 2, "d.jsonl:1: hh-rlhf transcripts must end"),
     ],
 )

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from caikit import inputs, models, training
 from caikit.errors import CaikitError
 from caikit.preference_model import PreferenceModel, encode, evaluate_pairs
-from caikit.training import LoraOptions
+from caikit.training import TrainOptions
 
 log = logging.getLogger(__name__)
 
@@ -65,23 +66,12 @@ def soft_reward_trainer():
 
 
 @dataclass
-class PmOptions:
+class PmOptions(TrainOptions):
+    LR: ClassVar[tuple[float, float]] = (1e-5, 1e-4)
+
     base_model: str = models.DEFAULT_MODEL
-    epochs: float = 1.0
-    max_steps: int = -1
-    lr: float | None = None  # default: 1e-5 full, 1e-4 LoRA
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 1024
-    seed: int = 0
     eval_split: float = 0.1
     center_rewards: float | None = None
-    save_steps: int = 50
-    gradient_checkpointing: bool | None = None  # None: on for accelerators, off on CPU
-    lora: LoraOptions | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    chat_template: Path | None = None
 
 
 def mixed_preferences(sources: list[tuple[str, float]], seed: int) -> tuple[list[dict], list[dict]]:
@@ -109,14 +99,11 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
 
     training.check_output(out, overwrite)
     rows, described = mixed_preferences(sources, options.seed)
-    device = models.pick_device(options.device)
-    dtype = models.pick_dtype(options.dtype, device)
-    path = models.resolve(options.base_model)
-    tokenizer = models.load_tokenizer(path, options.chat_template)
-    safe = models.require_safetensors(path, f"--base-model {options.base_model}")
+    base = training.load_base(options.base_model, options, "--base-model")
+    tokenizer, device = base.tokenizer, base.device
     work = training.prepare_output(out, overwrite=overwrite, resume=resume)
 
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype, use_safetensors=safe)
+    model = base.load(AutoModelForSequenceClassification, num_labels=1)
     # The classification head reads the last non-pad token: without pad_token_id it reads a pad and
     # accuracy silently stalls near chance. Set it on the model and in the saved config.
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -133,20 +120,12 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
         held_out = [dict(e) for e in eval_dataset]
     else:
         eval_dataset = None
-    lr = options.lr or (1e-4 if options.lora else 1e-5)
     config = RewardConfig(
-        num_train_epochs=options.epochs,
-        max_steps=options.max_steps,
-        learning_rate=lr,
-        per_device_train_batch_size=options.batch_size,
-        per_device_eval_batch_size=options.batch_size,
-        gradient_accumulation_steps=options.grad_accum,
         max_length=options.max_length,
         center_rewards_coefficient=options.center_rewards,
         eval_strategy="epoch" if eval_dataset is not None else "no",
         remove_unused_columns=True,
-        **training.trainer_args(work, seed=options.seed, save_steps=options.save_steps, device=device, dtype=dtype,
-                                checkpointing=options.gradient_checkpointing),
+        **training.trainer_args(work, options, base),
     )
     peft_config = training.lora_config(options.lora, "SEQ_CLS") if options.lora else None
     Trainer, Collator = soft_reward_trainer()
@@ -174,16 +153,12 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
     report = {
         "stage": "train-pm",
         "base_model": options.base_model,
-        "base_path": str(path),
+        "base_path": str(base.path),
         "data": described,
         "examples": {"train": len(dataset), "eval": len(held_out), "truncated": cut},
-        "hyperparameters": {
-            "epochs": options.epochs, "max_steps": options.max_steps, "lr": lr, "batch_size": options.batch_size,
-            "grad_accum": options.grad_accum, "max_length": options.max_length, "seed": options.seed,
-            "eval_split": options.eval_split, "center_rewards": options.center_rewards,
-            "loss": "bce(sigmoid(r_chosen - r_rejected), soft label)",
-            "lora": vars(options.lora) if options.lora else None, "device": device, "gradient_checkpointing": trainer.args.gradient_checkpointing,
-        },
+        "hyperparameters": options.recorded(loss="bce(sigmoid(r_chosen - r_rejected), soft label)", device=device,
+                                            gradient_checkpointing=trainer.args.gradient_checkpointing,
+                                            dtype=str(model.dtype).removeprefix("torch.")),
         "metrics": metrics,
         "loss_history": losses,
         "resumed_from": Path(checkpoint).name if checkpoint else None,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 from caikit import inputs, models, training
@@ -26,35 +27,25 @@ from caikit.backends import SamplingParams
 from caikit.errors import CaikitError, FieldError
 from caikit.records import canonical
 from caikit.rewards import Scorer, Settings, TrlReward
-from caikit.training import LoraOptions
+from caikit.training import TrainOptions
 
 log = logging.getLogger(__name__)
 
 ALGOS = ("rloo", "grpo", "dpo")
-LR = 1e-6  # the default learning rate, full and LoRA
 
 
 @dataclass
-class RlOptions:
+class RlOptions(TrainOptions):
+    LR: ClassVar[tuple[float, float]] = (1e-6, 1e-6)
+
     algo: str = "rloo"
     kl_coef: float = 0.05
     num_generations: int = 4
     max_new_tokens: int = 64
     temperature: float = 1.0
-    lr: float | None = None  # default: LR
-    max_steps: int = -1
-    epochs: float = 1.0
     batch_size: int = 8  # completions per device batch (a multiple of num_generations); pairs for DPO
-    grad_accum: int = 1
-    lora: LoraOptions | None = None
-    seed: int = 0
-    save_steps: int = 50
-    gradient_checkpointing: bool | None = None  # None: on for accelerators, off on CPU
-    device: str = "auto"
-    dtype: str = "auto"
     label_smoothing: str = "0"
     min_margin: float = 0.0
-    max_length: int = 1024  # DPO: prompt + response tokens kept (TRL's keep_start)
     vllm: dict | None = None  # TRL's vLLM rollout settings (use_vllm, vllm_mode, ...), from vllm_settings
 
 
@@ -164,92 +155,76 @@ def run(
 
     training.check_output(out, overwrite)
     check(options)
-    device = models.pick_device(options.device)
-    dtype = models.pick_dtype(options.dtype, device)
-    path = models.resolve(policy)
-    tokenizer = models.load_tokenizer(path)
-    safe = models.require_safetensors(path, f"--policy {policy}")
+    base = training.load_base(policy, options, "--policy")
     if options.algo == "dpo":
-        rows, described = _dpo_rows(list(prompts), options)
-        if shortened := shorten_prompts(rows, tokenizer, options.max_length):
-            log.info("%d of %d prompts lost their earliest turns to fit --max-length %d", shortened, len(rows), options.max_length)
+        rows, described, derived = dpo_data(list(prompts), options, base.tokenizer)
     else:
-        rows, described = read_prompt_sources(list(prompts), options.seed)
+        (rows, described), derived = read_prompt_sources(list(prompts), options.seed), {}
     work = training.prepare_output(out, overwrite=overwrite, resume=resume)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=safe)
-    common = dict(
-        learning_rate=options.lr or LR,
-        max_steps=options.max_steps,
-        num_train_epochs=options.epochs,
-        per_device_train_batch_size=options.batch_size,
-        gradient_accumulation_steps=options.grad_accum,
-        **training.trainer_args(work, seed=options.seed, save_steps=options.save_steps, device=device, dtype=dtype,
-                                checkpointing=options.gradient_checkpointing),
-    )
+    model = base.load(AutoModelForCausalLM)
     peft_config = training.lora_config(options.lora, "CAUSAL_LM") if options.lora else None
-    dataset = Dataset.from_list(rows)
+    settings = dict(model=model, train_dataset=Dataset.from_list(rows), processing_class=base.tokenizer, peft_config=peft_config)
     if options.algo == "dpo":
-        from trl import DPOConfig, DPOTrainer
-
-        smoothing = _label_smoothing(options.label_smoothing, rows)
-        config = DPOConfig(beta=options.kl_coef, label_smoothing=smoothing, max_length=options.max_length, **common)
-        trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
-                             callbacks=[training.progress_callback(quiet)])
-        dropped = len(rows) - len(trainer.train_dataset)
-        if dropped:
-            log.warning("%d of %d pairs have a prompt of --max-length %d tokens or more: TRL's DPO drops them", dropped, len(rows), options.max_length)
-        if not len(trainer.train_dataset):
-            raise CaikitError(f"--max-length {options.max_length}: every pair's prompt is that long; nothing is left to train on")
+        trainer = dpo_trainer(settings, training.trainer_args(work, options, base), options, derived["label_smoothing"], quiet)
+        derived["pairs_trained"] = len(trainer.train_dataset)
     else:
-        if options.algo == "rloo":
-            from trl import RLOOConfig as Config, RLOOTrainer as Trainer
-        else:
-            from trl import GRPOConfig as Config, GRPOTrainer as Trainer
-        config = Config(
-            beta=options.kl_coef,
-            num_generations=options.num_generations,
-            max_completion_length=options.max_new_tokens,
-            temperature=options.temperature,
-            **(options.vllm or {}),
-            **common,
-        )
-        trainer = Trainer(model=model, reward_funcs=[reward], args=config, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=peft_config,
-                          callbacks=[training.progress_callback(quiet, metric="reward")])
+        trainer = online_trainer(settings, training.trainer_args(work, options, base), options, reward, quiet)
     training.quiet_trainer(trainer)
-    result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=options.lora)
+    result, checkpoint, seconds = training.train_and_save(trainer, base.tokenizer, work, resume=resume, lora=options.lora)
     steps = history(trainer)
-    rewarded = [s for s in steps if s["reward"] is not None]
     report = {
         "stage": "rlaif",
         "algo": options.algo,
         "policy": policy,
-        "policy_path": str(path),
+        "policy_path": str(base.path),
         "reward": reward_description,
         "data": described,
-        "hyperparameters": {
-            "kl_coef": options.kl_coef, "num_generations": options.num_generations, "max_new_tokens": options.max_new_tokens,
-            "temperature": options.temperature, "lr": options.lr or LR, "max_steps": options.max_steps, "epochs": options.epochs,
-            "batch_size": options.batch_size, "grad_accum": options.grad_accum, "seed": options.seed,
-            "lora": vars(options.lora) if options.lora else None, "device": device, "gradient_checkpointing": trainer.args.gradient_checkpointing, "vllm": options.vllm,
-            **({"label_smoothing": _label_smoothing(options.label_smoothing, rows), "min_margin": options.min_margin,
-                "max_length": options.max_length, "prompts_shortened": shortened, "pairs_trained": len(trainer.train_dataset)} if options.algo == "dpo" else {}),
-        },
-        "metrics": {
-            "steps": trainer.state.global_step,
-            "train_loss": result.training_loss,
-            "reward_start": rewarded[0]["reward"] if rewarded else None,
-            "reward_end": rewarded[-1]["reward"] if rewarded else None,
-            "kl_start": rewarded[0]["kl"] if rewarded else None,
-            "kl_end": rewarded[-1]["kl"] if rewarded else None,
-            "length_start": rewarded[0]["mean_length"] if rewarded else None,
-            "length_end": rewarded[-1]["mean_length"] if rewarded else None,
-        },
+        "hyperparameters": options.recorded(device=base.device, gradient_checkpointing=trainer.args.gradient_checkpointing,
+                                            dtype=str(model.dtype).removeprefix("torch."), **derived),
+        "metrics": {"steps": trainer.state.global_step, "train_loss": result.training_loss, **ends(steps)},
         "history": steps,
         "resumed_from": Path(checkpoint).name if checkpoint else None,
         "seconds": round(seconds, 1),
     }
     return training.finish(work, out, report)
+
+
+def dpo_data(sources: list[tuple[str, float]], options: RlOptions, tokenizer) -> tuple[list[dict], list[dict], dict]:
+    """DPO's pairs (long prompts shortened), their sources, and the settings derived from them."""
+    rows, described = _dpo_rows(sources, options)
+    if shortened := shorten_prompts(rows, tokenizer, options.max_length):
+        log.info("%d of %d prompts lost their earliest turns to fit --max-length %d", shortened, len(rows), options.max_length)
+    return rows, described, {"label_smoothing": _label_smoothing(options.label_smoothing, rows), "prompts_shortened": shortened}
+
+
+def dpo_trainer(settings: dict, common: dict, options: RlOptions, smoothing: float, quiet: bool):
+    from trl import DPOConfig, DPOTrainer
+
+    config = DPOConfig(beta=options.kl_coef, label_smoothing=smoothing, max_length=options.max_length, **common)
+    trainer = DPOTrainer(args=config, callbacks=[training.progress_callback(quiet)], **settings)
+    given, kept = len(settings["train_dataset"]), len(trainer.train_dataset)
+    if kept < given:
+        log.warning("%d of %d pairs have a prompt of --max-length %d tokens or more: TRL's DPO drops them", given - kept, given, options.max_length)
+    if not kept:
+        raise CaikitError(f"--max-length {options.max_length}: every pair's prompt is that long; nothing is left to train on")
+    return trainer
+
+
+def online_trainer(settings: dict, common: dict, options: RlOptions, reward, quiet: bool):
+    if options.algo == "rloo":
+        from trl import RLOOConfig as Config, RLOOTrainer as Trainer
+    else:
+        from trl import GRPOConfig as Config, GRPOTrainer as Trainer
+    config = Config(beta=options.kl_coef, num_generations=options.num_generations, max_completion_length=options.max_new_tokens,
+                    temperature=options.temperature, **(options.vllm or {}), **common)
+    return Trainer(reward_funcs=[reward], args=config, callbacks=[training.progress_callback(quiet, metric="reward")], **settings)
+
+
+def ends(steps: list[dict]) -> dict:
+    """Reward, KL and mean length at the first and the last rewarded step."""
+    rewarded = [s for s in steps if s["reward"] is not None]
+    return {f"{name}_{end}": (rewarded[k][key] if rewarded else None)
+            for name, key in (("reward", "reward"), ("kl", "kl"), ("length", "mean_length")) for end, k in (("start", 0), ("end", -1))}
 
 
 def _dpo_rows(sources: list[tuple[str, float]], options: RlOptions) -> tuple[list[dict], list[dict]]:

@@ -15,29 +15,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from caikit import inputs, models, training
 from caikit.errors import CaikitError
-from caikit.training import LoraOptions
+from caikit.training import Base, TrainOptions
 
 
 @dataclass
-class SftOptions:
+class SftOptions(TrainOptions):
+    LR: ClassVar[tuple[float, float]] = (2e-5, 2e-4)
+
     base_model: str = models.DEFAULT_MODEL
-    epochs: float = 1.0
-    max_steps: int = -1
-    lr: float | None = None  # default: 2e-5 full, 2e-4 LoRA
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 1024
-    seed: int = 0
     eval_split: float = 0.0
-    save_steps: int = 50
-    gradient_checkpointing: bool | None = None  # None: on for accelerators, off on CPU
-    lora: LoraOptions | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    chat_template: Path | None = None
 
 
 def examples_of(path: str) -> list[dict]:
@@ -50,38 +40,27 @@ def mixed_dataset(main: str, mixes: list[tuple[str, float]], seed: int) -> tuple
     return training.mix([(main, 1.0), *mixes], examples_of, seed, relative_to_first=True)
 
 
-def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool = True):
+def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool = True, base: Base | None = None):
     """An SFTTrainer for `rows` writing checkpoints to `work`; returns (trainer, tokenizer, base path, lr)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    device = models.pick_device(options.device)
-    dtype = models.pick_dtype(options.dtype, device)
-    path = models.resolve(options.base_model)
-    tokenizer = models.load_tokenizer(path, options.chat_template)
-    safe = models.require_safetensors(path, f"--base-model {options.base_model}")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=safe)
+    base = base or training.load_base(options.base_model, options, "--base-model")
+    model = base.load(AutoModelForCausalLM)
+    tokenizer = base.tokenizer
 
     dataset = Dataset.from_list(rows)
     eval_dataset = None
     if options.eval_split > 0:
         split = dataset.train_test_split(test_size=options.eval_split, seed=options.seed)
         dataset, eval_dataset = split["train"], split["test"]
-    lr = options.lr or (2e-4 if options.lora else 2e-5)
     config = SFTConfig(
-        num_train_epochs=options.epochs,
-        max_steps=options.max_steps,
-        learning_rate=lr,
-        per_device_train_batch_size=options.batch_size,
-        per_device_eval_batch_size=options.batch_size,
-        gradient_accumulation_steps=options.grad_accum,
         max_length=options.max_length,
         completion_only_loss=True,
         eval_strategy="epoch" if eval_dataset is not None else "no",
         dataloader_num_workers=0,
-        **training.trainer_args(work, seed=options.seed, save_steps=options.save_steps, device=device, dtype=dtype,
-                                checkpointing=options.gradient_checkpointing),
+        **training.trainer_args(work, options, base),
     )
     peft_config = training.lora_config(options.lora, "CAUSAL_LM") if options.lora else None
     trainer = SFTTrainer(
@@ -94,18 +73,18 @@ def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool
         callbacks=[training.progress_callback(quiet)],
     )
     training.quiet_trainer(trainer)
-    return trainer, tokenizer, path, lr
+    return trainer, tokenizer, base.path, options.learning_rate()
 
 
 def run(main: str, mixes: list[tuple[str, float]], out: Path, options: SftOptions, *, overwrite=False, resume=False, quiet=False) -> dict:
     """Train, save the model to `out` atomically, and return the report written to caikit_train.json."""
     training.check_output(out, overwrite)
     rows, sources = mixed_dataset(main, mixes, options.seed)
-    models.require_safetensors(models.resolve(options.base_model), f"--base-model {options.base_model}")  # (before DIR.tmp is made)
+    base = training.load_base(options.base_model, options, "--base-model")  # (checked before DIR.tmp is made)
     if options.eval_split > 0 and len(rows) < 4:
         raise CaikitError(f"--eval-split {options.eval_split}: too few examples ({len(rows)}) to hold some out")
     work = training.prepare_output(out, overwrite=overwrite, resume=resume)
-    trainer, tokenizer, path, lr = build_trainer(rows, work, options, quiet)
+    trainer, tokenizer, path, _ = build_trainer(rows, work, options, quiet, base)
     dataset, eval_dataset = trainer.train_dataset, trainer.eval_dataset
     result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=options.lora)
 
@@ -118,21 +97,9 @@ def run(main: str, mixes: list[tuple[str, float]], out: Path, options: SftOption
         "base_path": str(path),
         "data": sources,
         "examples": {"train": len(dataset), "eval": len(eval_dataset) if eval_dataset is not None else 0},
-        "hyperparameters": {
-            "epochs": options.epochs,
-            "max_steps": options.max_steps,
-            "lr": lr,
-            "batch_size": options.batch_size,
-            "grad_accum": options.grad_accum,
-            "max_length": options.max_length,
-            "seed": options.seed,
-            "eval_split": options.eval_split,
-            "completion_only_loss": True,
-            "lora": vars(options.lora) if options.lora else None,
-            "device": str(trainer.args.device),
-            "gradient_checkpointing": trainer.args.gradient_checkpointing,
-            "dtype": str(trainer.model.dtype).removeprefix("torch."),
-        },
+        "hyperparameters": options.recorded(completion_only_loss=True, device=str(trainer.args.device),
+                                            gradient_checkpointing=trainer.args.gradient_checkpointing,
+                                            dtype=str(trainer.model.dtype).removeprefix("torch.")),
         "metrics": {
             "steps": trainer.state.global_step,
             "train_loss": result.training_loss,

@@ -18,9 +18,10 @@ import logging
 import os
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import ClassVar
 
 from caikit import __version__
 from caikit.console import stderr
@@ -91,26 +92,34 @@ def publish(work: Path, out: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def trainer_args(work: Path, *, seed: int, save_steps: int, device: str, dtype, checkpointing: bool | None = None) -> dict:
-    """The TrainingArguments every caikit trainer shares: checkpoints in `work` (kept 2, for --resume),
-    a log line per step, no tqdm and no experiment trackers (progress is ours, on stderr). Gradient
-    checkpointing (TRL's default) only where memory is scarce, on accelerators unless asked: on a CPU
-    it costs a third more compute and saves memory that is rarely short."""
+def trainer_args(work: Path, options: "TrainOptions", base: "Base") -> dict:
+    """The TrainingArguments every caikit trainer shares: the options' schedule and batch, checkpoints
+    in `work` (kept 2, for --resume), a log line per step, no tqdm and no experiment trackers
+    (progress is ours, on stderr). Gradient checkpointing (TRL's default) only where memory is
+    scarce, on accelerators unless asked: on a CPU it costs a third more compute and saves memory
+    that is rarely short."""
     import torch
 
+    checkpointing = options.gradient_checkpointing
     return dict(
-        gradient_checkpointing=device != "cpu" if checkpointing is None else checkpointing,
+        num_train_epochs=options.epochs,
+        max_steps=options.max_steps,
+        learning_rate=options.learning_rate(),
+        per_device_train_batch_size=options.batch_size,
+        per_device_eval_batch_size=options.batch_size,
+        gradient_accumulation_steps=options.grad_accum,
+        gradient_checkpointing=base.device != "cpu" if checkpointing is None else checkpointing,
         output_dir=str(work),
-        seed=seed,
-        data_seed=seed,
+        seed=options.seed,
+        data_seed=options.seed,
         logging_steps=1,
         save_strategy="steps",
-        save_steps=save_steps,
+        save_steps=options.save_steps,
         save_total_limit=2,
         report_to="none",
         disable_tqdm=True,
-        use_cpu=device == "cpu",
-        bf16=dtype == torch.bfloat16,
+        use_cpu=base.device == "cpu",
+        bf16=base.dtype == torch.bfloat16,
     )
 
 
@@ -213,6 +222,65 @@ class LoraOptions:
     dropout: float = 0.05
     targets: str = "all-linear"
     keep_adapter: bool = False
+
+
+@dataclass
+class TrainOptions:
+    """The options every training stage takes (the CLI's `training` and `lora` groups and a few
+    more); `SftOptions`, `PmOptions` and `RlOptions` add their own."""
+
+    LR: ClassVar[tuple[float, float]] = (1e-5, 1e-4)  # the stage's default learning rate: full, LoRA
+
+    epochs: float = 1.0
+    max_steps: int = -1
+    lr: float | None = None  # None: the stage's default (LR)
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 1024
+    seed: int = 0
+    save_steps: int = 50
+    gradient_checkpointing: bool | None = None  # None: on for accelerators, off on CPU
+    lora: LoraOptions | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    chat_template: Path | None = None
+
+    def learning_rate(self) -> float:
+        return self.lr or self.LR[1 if self.lora else 0]
+
+    def recorded(self, **used) -> dict:
+        """The report's hyperparameters: every option as given, then what the run used (`used`:
+        device, dtype, the learning rate, what the stage derived)."""
+        given = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        return {**given, "lr": self.learning_rate(), **used}
+
+
+@dataclass
+class Base:
+    """A training stage's starting model, resolved and checked before any output dir is made."""
+
+    spec: str
+    path: Path
+    tokenizer: object
+    device: str
+    dtype: object  # a torch dtype
+    safe: bool  # weights in safetensors (else pickles, allowed by --allow-pickle)
+
+    def load(self, auto_class, **settings):
+        """The model, with `auto_class` (AutoModelForCausalLM, ...)."""
+        return auto_class.from_pretrained(self.path, dtype=self.dtype, use_safetensors=self.safe, **settings)
+
+
+def load_base(spec: str, options: TrainOptions, flag: str) -> Base:
+    """The model-loading chain every training stage starts with: device, dtype, the local dir of model
+    spec `spec` (given as `flag`), its tokenizer (and --chat-template), its weights checked."""
+    from caikit import models
+
+    device = models.pick_device(options.device)
+    path = models.resolve(spec)
+    safe = models.require_safetensors(path, f"{flag} {spec}")
+    tokenizer = models.load_tokenizer(path, options.chat_template)
+    return Base(f"{flag} {spec}", path, tokenizer, device, models.pick_dtype(options.dtype, device), safe)
 
 
 def write_report(path: Path, report: dict) -> None:
