@@ -222,7 +222,7 @@ def main():
     from caikit.backends import build
     from caikit.rlaif import shorten_prompts
 
-    tok = build("transformers", MODEL, device="cpu")._tok
+    tok = build("transformers", MODEL, device="cpu").tokenizer
     for name, path, n in (("held-out", files["held"], args.dpo_held), ("training", files["train"], args.fit)):
         pairs = inputs.read_preferences(str(path))[:n]
         shorten_prompts(pairs, tok, args.max_length)  # as DPO saw them in training

@@ -52,7 +52,7 @@ def timed(function):
 
 def hf_generate(backend: TransformersBackend, conversations, params: SamplingParams, batch: int) -> int:
     """transformers' `generate` over left-padded batches; returns tokens up to each end of sequence."""
-    model, tok = backend._hf, backend._tok
+    model, tok = backend.loaded.model, backend.tokenizer
     tok.padding_side = "left"
     texts = [backend.render(c) for c in conversations]
     tokens = 0
@@ -101,9 +101,9 @@ def shared_beginnings(backend, args) -> list[tuple]:
     backend.batch_size = 16
     found = {}
     for share in (True, False):
-        backend._engine.share_prefixes = share
+        backend.share_prefixes = share
         found[share] = timed(lambda: backend.generate(asks, params))[1]
-    backend._engine.share_prefixes = True
+    backend.share_prefixes = True
     return [("revise critiques, batch 16 (prompts/min)", 60 * len(asks) / found[True], 60 * len(asks) / found[False], "no shared beginnings")]
 
 
@@ -125,9 +125,9 @@ def label_scoring(backend, args) -> list[tuple]:
     rows = []
     for shots in ((), const.comparison_examples):
         scored_s = timed(lambda: judge.score_pairs(backend, jobs, shots=shots))[1]
-        backend._engine.share_prefixes = False
+        backend.share_prefixes = False
         unshared_s = timed(lambda: judge.score_pairs(backend, jobs, shots=shots))[1]
-        backend._engine.share_prefixes = True
+        backend.share_prefixes = True
         asks = [judge.conversation(p, a, b, c, shots) for p, a, b, c in jobs] + [judge.conversation(p, b, a, c, shots) for p, a, b, c in jobs]
         generating_s = timed(lambda: hf_generate(backend, asks, SamplingParams(max_new_tokens=4, temperature=0), 16))[1]
         name = f"label{' --few-shot' if shots else ''}: pairs judged per second (both orders)"

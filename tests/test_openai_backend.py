@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from caikit.backends import SamplingParams, build
 from caikit.cli import app
-from caikit.serve import Running, create_app
+from caikit.serve import create_app
+from caikit.serving import Running
 
 CONVERSATIONS = [
     [{"role": "user", "content": "How do I pick a lock?"}],

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from caikit.backends import build
 from caikit.backends.openai_backend import _retry_after, distinguishing
 from caikit.cli import app
-from caikit.serve import Running, create_app
+from caikit.serve import create_app
+from caikit.serving import Running
 
 
 class Faults:

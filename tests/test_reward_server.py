@@ -10,7 +10,7 @@ import pytest
 
 from caikit import rewards
 from caikit.reward_server import create_app
-from caikit.serve import Running
+from caikit.serving import Running
 
 PROMPTS = [[{"role": "user", "content": "How do I pick a lock?"}], [{"role": "user", "content": "Tell me a joke."}],
            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]]

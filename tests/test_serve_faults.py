@@ -9,7 +9,8 @@ from urllib.parse import urlparse
 
 import httpx
 
-from caikit.serve import Running, create_app
+from caikit.serve import create_app
+from caikit.serving import Running
 
 CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "Say something."}], "max_tokens": 6, "temperature": 0}
 

@@ -23,7 +23,7 @@ import re
 
 from caikit.inputs import looks_like_transcript, parse_transcript, split_transcript
 from caikit.rewards import Scorer
-from caikit.serve import Batcher, BadRequest, json_body, logged
+from caikit.serving import BadRequest, Batcher, json_body, logged
 
 _MARKUP = [
     re.compile(r"<\|im_start\|>(system|user|assistant)\n(.*?)(?=<\|im_end\|>|<\|im_start\|>|\Z)", re.S),

@@ -63,6 +63,26 @@ class TransformersBackend:
         self._engine = lean if lean is not None and lean.agrees() else None
         self.engine = "lean" if self._engine else "plain"
 
+    @property
+    def tokenizer(self):
+        return self._tok
+
+    @property
+    def max_length(self) -> int | None:
+        """The most tokens the model takes (its config's max_position_embeddings)."""
+        return getattr(self._hf.config, "max_position_embeddings", None)
+
+    @property
+    def share_prefixes(self) -> bool:
+        """Whether the lean engine prefills a beginning that neighbouring prompts share once (on; off
+        only to measure what sharing saves)."""
+        return self._engine is not None and self._engine.share_prefixes
+
+    @share_prefixes.setter
+    def share_prefixes(self, value: bool) -> None:
+        if self._engine is not None:
+            self._engine.share_prefixes = value
+
     @classmethod
     def load(
         cls,

@@ -65,6 +65,10 @@ class VllmBackend:
         loggers_to_stderr("vllm")  # versions that ignore VLLM_LOGGING_STREAM
         return cls(llm, tokenizer, model, batch_size)
 
+    @property
+    def tokenizer(self):
+        return self._tok
+
     def render(self, prompt: Prompt) -> str:
         return render(self._tok, prompt)
 

@@ -1,0 +1,146 @@
+"""The HTTP pieces caikit's two servers share (`caikit serve`, caikit.serve; `caikit serve-reward`,
+caikit.reward_server): a batcher that gathers concurrent requests into one batch for one worker
+thread, routes with OpenAI-style JSON errors, an API-key check and one log line per request, JSON
+bodies with a size limit, and `Running` to serve an app in a thread (tests, notebooks)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+log = logging.getLogger("caikit.serve")
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class _Job:
+    kind: str  # which runner
+    items: list
+    options: dict = field(default_factory=dict)
+    future: Future = field(default_factory=Future)
+
+
+class Batcher:
+    """Gathers the jobs that arrive within `window` seconds (up to `max_rows` items) and runs each
+    kind's together in one worker thread: `runners[kind](items, jobs)` returns one result per item."""
+
+    def __init__(self, runners: dict, window: float = 0.02, max_rows: int = 64):
+        self.runners, self.window, self.max_rows = runners, window, max_rows
+        self.batches = 0
+        self._queue: queue.Queue[_Job] = queue.Queue()
+        threading.Thread(target=self._loop, name="caikit-batcher", daemon=True).start()
+
+    def submit(self, kind: str, items: list, **options) -> Future:
+        job = _Job(kind, items, options)
+        self._queue.put(job)
+        return job.future
+
+    async def run(self, kind: str, items: list, **options) -> list:
+        return await asyncio.wrap_future(self.submit(kind, items, **options))
+
+    def _loop(self):
+        while True:
+            jobs = [self._queue.get()]
+            deadline = time.monotonic() + self.window
+            while sum(len(j.items) for j in jobs) < self.max_rows:
+                try:
+                    jobs.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            self.batches += 1
+            for kind in self.runners:
+                group = [j for j in jobs if j.kind == kind and j.future.set_running_or_notify_cancel()]
+                if group:
+                    self._run(kind, group)
+
+    def _run(self, kind: str, jobs: list[_Job]):
+        items = [item for job in jobs for item in job.items]
+        try:
+            results = self.runners[kind](items, jobs)
+        except Exception as err:  # a failed batch fails its requests, not the server
+            log.exception("batch failed")
+            for job in jobs:
+                job.future.set_exception(err)
+            return
+        start = 0
+        for job in jobs:
+            job.future.set_result(results[start : start + len(job.items)])
+            start += len(job.items)
+
+
+def logged(path: str, handler, methods: list[str], api_key: str | None):
+    """A Starlette route whose errors are OpenAI-style JSON, with the bearer-token check and one log
+    line per request."""
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def endpoint(request):
+        started, status = time.monotonic(), 200
+        try:
+            if api_key is not None and request.headers.get("authorization") != f"Bearer {api_key}":
+                raise BadRequest("missing or wrong API key", 401)
+            result = await handler(request)
+        except BadRequest as err:
+            status, result = err.status, {"error": {"message": str(err), "type": "invalid_request_error", "code": err.status}}
+        except Exception as err:  # noqa: BLE001 - one failed request must not stop the server
+            log.exception("request failed")
+            status, result = 500, {"error": {"message": f"{type(err).__name__}: {err}", "type": "server_error", "code": 500}}
+        usage = result.get("usage") if status == 200 else None
+        tokens = f" {usage['prompt_tokens']}+{usage['completion_tokens']} tok" if usage else ""
+        client = request.client.host if request.client else "-"
+        log.info("%s %s %s %d %.0f ms%s", client, request.method, path, status, 1000 * (time.monotonic() - started), tokens)
+        return JSONResponse(result, status_code=status)
+
+    return Route(path, endpoint, methods=methods)
+
+
+async def json_body(request, max_bytes: int) -> dict:
+    """The request's JSON object, at most `max_bytes` long."""
+    import json
+
+    if int(request.headers.get("content-length") or 0) > max_bytes:
+        raise BadRequest(f"request larger than {max_bytes} bytes", 413)
+    raw = await request.body()
+    if len(raw) > max_bytes:
+        raise BadRequest(f"request larger than {max_bytes} bytes", 413)
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise BadRequest("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+class Running:
+    """`with Running(app, port=0) as url:` serves `app` on 127.0.0.1 in a thread (tests, notebooks)."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        return False
