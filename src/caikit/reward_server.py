@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 
-from caikit.inputs import looks_like_transcript, parse_transcript, split_transcript
+from caikit.inputs import ROLES, looks_like_transcript, parse_transcript, split_transcript
 from caikit.rewards import Scorer
 from caikit.serving import BadRequest, Batcher, json_body, logged
 
@@ -66,7 +66,9 @@ def from_query(query: str, prompt: str | None) -> tuple[list[dict], str]:
 
 
 def create_app(scorer: Scorer, *, api_key: str | None = None, window: float = 0.02, max_rows: int = 64,
-               max_request_bytes: int = 32 * 2**20):
+               max_request_bytes: int = 32 * 2**20, max_items: int = 1024):
+    """The ASGI app serving `scorer`; a request holds at most `max_items` responses (a larger one would
+    hold the batcher, and every other client, for as long as it takes to score)."""
     from starlette.applications import Starlette
 
     def run(items, jobs):
@@ -89,6 +91,8 @@ def create_app(scorer: Scorer, *, api_key: str | None = None, window: float = 0.
             return None
         if not isinstance(value, list) or (n is not None and len(value) != n):
             raise BadRequest(f"`{key}` must be a list" + (f" of {n} items, one per query" if n is not None else ""))
+        if len(value) > max_items:
+            raise BadRequest(f"`{key}` has {len(value)} items; this server takes at most {max_items} per request (--max-items)", 413)
         return value
 
     async def get_reward(request):
@@ -112,8 +116,9 @@ def create_app(scorer: Scorer, *, api_key: str | None = None, window: float = 0.
         references = strings(body, "references", len(responses), required=False) or [None] * len(responses)
         for p, r in zip(prompts, responses):
             if not isinstance(r, str) or not (isinstance(p, str) or (isinstance(p, list) and all(
-                    isinstance(m, dict) and isinstance(m.get("content"), str) for m in p))):
-                raise BadRequest("each prompt must be a string or a list of {role, content}; each response a string")
+                    isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in p))):
+                raise BadRequest(f"each prompt must be a string or a list of {{role, content}} (roles: {', '.join(ROLES)}); "
+                                 "each response a string")
         return await score([(p, r, ref) for p, r, ref in zip(prompts, responses, references)])
 
     async def health(request):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from caikit.backends import SamplingParams, encode
 from caikit.backends.hf import Row, TransformersBackend
 from caikit.errors import CaikitError, FieldError
+from caikit.inputs import ROLES
 from caikit.serving import BadRequest, Batcher, json_body, logged
 
 
@@ -30,7 +31,7 @@ class Limits:
     max_tokens: int = 4096  # most new tokens per sample
     max_request_bytes: int = 8 * 2**20
     max_n: int = 16
-    max_prompts: int = 64  # prompts in one completions request
+    max_prompts: int = 64  # prompts in one completions request (--max-items)
 
 
 def create_app(backend: TransformersBackend, *, name: str, api_key: str | None = None, window: float = 0.02,
@@ -180,4 +181,6 @@ def conversation(messages) -> list:
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
     ):
         raise BadRequest("messages must be a non-empty list of {role, content} with string content")
+    if unknown := sorted({m["role"] for m in messages} - set(ROLES)):
+        raise BadRequest(f"unknown role {unknown[0]!r}: roles are {', '.join(ROLES)}")
     return [{"role": m["role"], "content": m["content"]} for m in messages]

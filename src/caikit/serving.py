@@ -104,8 +104,13 @@ def logged(path: str, handler, methods: list[str], api_key: str | None):
     return Route(path, endpoint, methods=methods)
 
 
+def _no_constant(name: str):
+    raise BadRequest(f"the body holds {name}, which is not JSON")
+
+
 async def json_body(request, max_bytes: int) -> dict:
-    """The request's JSON object, at most `max_bytes` long."""
+    """The request's JSON object, at most `max_bytes` long: standard JSON only (no NaN or Infinity),
+    nested at most a few hundred levels, its text valid Unicode (no lone surrogates)."""
     import json
 
     if int(request.headers.get("content-length") or 0) > max_bytes:
@@ -114,7 +119,12 @@ async def json_body(request, max_bytes: int) -> dict:
     if len(raw) > max_bytes:
         raise BadRequest(f"request larger than {max_bytes} bytes", 413)
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
+        json.dumps(body, ensure_ascii=False).encode("utf-8")  # a lone surrogate (\\ud800) cannot be encoded
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise BadRequest("the body holds text that is not valid Unicode (a lone surrogate)") from None
     except ValueError:
         raise BadRequest("the body is not JSON") from None
     if not isinstance(body, dict):

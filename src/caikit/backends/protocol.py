@@ -25,8 +25,8 @@ class SamplingParams:
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise FieldError("max_new_tokens", self.max_new_tokens, "must be at least 1")
-        if self.temperature < 0:
-            raise FieldError("temperature", self.temperature, "must be 0 (greedy) or positive")
+        if not 0 <= self.temperature < float("inf"):  # (NaN fails too)
+            raise FieldError("temperature", self.temperature, "must be 0 (greedy) or a positive number")
         if not 0 < self.top_p <= 1:
             raise FieldError("top_p", self.top_p, "must be in (0, 1]")
         if self.n < 1:

@@ -12,7 +12,7 @@ import typer
 
 from caikit.cli.app import command
 from caikit.cli.options import (
-    AllowPickle, Backend, BatchSize, ChatTemplate, Constitution, Device, Dtype, FeedbackMode, FeedbackModel, Host, MaxBatch, Model, PmDir,
+    AllowPickle, Backend, BatchSize, ChatTemplate, Constitution, Device, Dtype, FeedbackMode, FeedbackModel, Host, MaxBatch, MaxItems, Model, PmDir,
     Port, PrinciplesPerLabel, Quiet, Seed, ServerKey, VllmMemory, WindowMs,
 )
 from caikit.errors import CaikitError
@@ -27,6 +27,7 @@ def serve(
     served_name: Annotated[Optional[str], typer.Option("--served-name", help="Model id clients ask for (default: the --model spec).")] = None,
     window_ms: WindowMs = 20.0,
     max_batch: MaxBatch = 64,
+    max_items: MaxItems = 64,
     max_tokens: Annotated[int, typer.Option("--max-tokens-limit", min=1, help="Most new tokens a request may ask for.")] = 4096,
     max_request_mb: Annotated[float, typer.Option("--max-request-mb", min=0.001, help="Largest request body accepted.")] = 8.0,
     dtype: Dtype = "auto",
@@ -55,7 +56,7 @@ def serve(
     key = required_key(api_key_env)
     listener = bind(host, port)  # before loading the model: a taken port fails at once
     backend = TransformersBackend.load(model, dtype=dtype, device=device, batch_size=batch_size, chat_template=chat_template)
-    limits = stage.Limits(max_tokens=max_tokens, max_request_bytes=int(max_request_mb * 2**20))
+    limits = stage.Limits(max_tokens=max_tokens, max_request_bytes=int(max_request_mb * 2**20), max_prompts=max_items)
     name = served_name or model
     app = stage.create_app(backend, name=name, api_key=key, window=window_ms / 1000, max_rows=max_batch, limits=limits)
     port = listener.getsockname()[1]
@@ -88,6 +89,7 @@ def serve_reward(
     api_key_env: ServerKey = None,
     window_ms: WindowMs = 20.0,
     max_batch: MaxBatch = 256,
+    max_items: MaxItems = 1024,
     backend: Backend = "transformers",
     dtype: Dtype = "auto",
     device: Device = "auto",
@@ -119,7 +121,7 @@ def serve_reward(
     listener = bind(host, port)
     scorer = rewards.Scorer(settings)
     described = scorer.describe()  # loads the model now, not on the first request
-    app = reward_server.create_app(scorer, api_key=key, window=window_ms / 1000, max_rows=max_batch)
+    app = reward_server.create_app(scorer, api_key=key, window=window_ms / 1000, max_rows=max_batch, max_items=max_items)
     console.say(f"caikit serve-reward: {described['kind']} reward on http://{host}:{listener.getsockname()[1]} "
                 f"(/get_reward, /v1/score; {'API key required' if key else 'no API key'})")
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[listener])
