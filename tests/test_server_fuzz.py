@@ -90,3 +90,19 @@ def test_serve_reward_answers_a_bad_request_with_a_4xx(reward_url, name, path, r
     check(reward_url, path, request_)
     good = httpx.post(reward_url + "/v1/score", json={"prompts": [USER], "responses": ["Hello."]}, timeout=60)
     assert good.status_code == 200 and 0 <= good.json()["rewards"][0] <= 1
+
+
+def test_serve_reward_counts_and_logs_its_failures(tiny_model, caplog):
+    """OpenRLHF only info-logs a failed reward reply: the server logs each at warning and counts it."""
+    caplog.set_level("INFO", logger="caikit.serve")
+    scorer = rewards.Scorer(rewards.Settings(feedback_model=str(tiny_model), device="cpu"))
+    with Running(reward_app(scorer, window=0.01)) as url:
+        base = url.removesuffix("/v1")
+        assert httpx.post(base + "/get_reward", json={"query": [1]}, timeout=60).status_code == 400
+        assert httpx.post(base + "/v1/score", content=b"{", headers={"content-type": "application/json"}, timeout=60).status_code == 400
+        assert httpx.post(base + "/v1/score", json={"prompts": [USER], "responses": ["Hello."]}, timeout=60).status_code == 200
+        health = httpx.get(base + "/health", timeout=60).json()
+    assert (health["requests"], health["failed"], health["failed_by_status"]) == (3, 2, {"400": 2})
+    assert health["last_failure"] == "400 /v1/score: the body is not JSON"
+    warned = [r.getMessage() for r in caplog.records if r.name == "caikit.serve" and r.levelname == "WARNING"]
+    assert len(warned) == 2 and "POST /get_reward 400" in warned[0] and "`query` must be a list of strings" in warned[0]

@@ -1,15 +1,18 @@
 """`caikit serve-reward`: caikit's rewards (a preference model or the constitutional feedback model,
 see caikit.rewards) over HTTP, for RL engines that run on clusters.
 
-- `POST /get_reward`, OpenRLHF's remote reward model (`--remote_rm_url http://HOST:PORT/get_reward`):
-  the body is `{"query": [...], "prompts": [...], "labels": [...]}` as OpenRLHF's
-  `openrlhf/utils/remote_rm_utils.py` sends it (queries: rendered prompt + response; prompts: the
-  rendered prompts, in newer versions; labels: the dataset's label column, used as reference
-  answers in `vs-reference` mode); the reply is `{"rewards": [...], "scores": [...],
-  "extra_logs": {...}}` (OpenRLHF reads `rewards`; `scores`, in [0, 1], feed its dynamic filtering).
+- `POST /get_reward`, OpenRLHF's remote reward model (`--reward.remote_url http://HOST:PORT/get_reward`
+  since OpenRLHF 0.10.2; `--remote_rm_url` before): the body is `{"query": [...], "prompts": [...],
+  "labels": [...]}` as OpenRLHF sends it (0.11: `openrlhf/utils/agent.py`, one sample per request;
+  queries: rendered prompt + response; prompts: the rendered prompts; labels: the dataset's label
+  column, used as reference answers in `vs-reference` mode); the reply is `{"rewards": [...],
+  "scores": [...], "extra_logs": {...}}` (OpenRLHF reads `rewards`; `scores`, in [0, 1], feed its
+  dynamic filtering). OpenRLHF only info-logs a failed reply, and the sample gets no reward, so
+  every failed request is logged here at warning with its reason and counted in `GET /health`.
 - `POST /v1/score`, `{"prompts": [conversation or text], "responses": [...], "references": [...]}`
   -> `{"rewards": [...], "scores": [...]}`: what caikit.integrations.verl calls.
-- `GET /health`.
+- `GET /health`: the reward's kind, and the requests served and failed (by status, with the last
+  failure's reason).
 
 Rendered texts are read back into conversations: ChatML (`<|im_start|>role ...`), Llama 3
 (`<|start_header_id|>role<|end_header_id|>`) and `Human:`/`Assistant:` transcripts are recognised;
@@ -23,7 +26,7 @@ import re
 
 from caikit.inputs import ROLES, looks_like_transcript, parse_transcript, split_transcript
 from caikit.rewards import Scorer
-from caikit.serving import BadRequest, Batcher, json_body, logged
+from caikit.serving import BadRequest, Batcher, Failures, json_body, logged
 
 _MARKUP = [
     re.compile(r"<\|im_start\|>(system|user|assistant)\n(.*?)(?=<\|im_end\|>|<\|im_start\|>|\Z)", re.S),
@@ -76,6 +79,7 @@ def create_app(scorer: Scorer, *, api_key: str | None = None, window: float = 0.
         return scorer.score([p for p, _, _ in items], [t for _, t, _ in items], None if all(r is None for r in references) else references)
 
     batcher = Batcher({"score": run}, window, max_rows)
+    failures = Failures()
     needs_reference = scorer.kind == "constitutional" and scorer.settings.mode == "vs-reference"
 
     async def score(items: list) -> dict:
@@ -122,9 +126,9 @@ def create_app(scorer: Scorer, *, api_key: str | None = None, window: float = 0.
         return await score([(p, r, ref) for p, r, ref in zip(prompts, responses, references)])
 
     async def health(request):
-        return {"status": "ok", "reward": scorer.kind}
+        return {"status": "ok", "reward": scorer.kind, **failures.report()}
 
-    app = Starlette(routes=[logged("/get_reward", get_reward, ["POST"], api_key), logged("/v1/score", v1_score, ["POST"], api_key),
-                            logged("/health", health, ["GET"], None)])
+    app = Starlette(routes=[logged("/get_reward", get_reward, ["POST"], api_key, failures),
+                            logged("/v1/score", v1_score, ["POST"], api_key, failures), logged("/health", health, ["GET"], None)])
     app.state.batcher = batcher
     return app

@@ -78,9 +78,28 @@ class Batcher:
             start += len(job.items)
 
 
-def logged(path: str, handler, methods: list[str], api_key: str | None):
+@dataclass
+class Failures:
+    """Requests a server could not answer, counted by status, with the last one's reason: a client
+    that only logs failures where nobody looks (OpenRLHF puts a non-200 reward reply in its info log,
+    and the sample silently gets no reward) shows up on the server's side, in `GET /health`."""
+
+    requests: int = 0
+    by_status: dict = field(default_factory=dict)
+    last: str | None = None
+
+    def add(self, status: int, path: str, message: str) -> None:
+        self.by_status[str(status)] = self.by_status.get(str(status), 0) + 1
+        self.last = f"{status} {path}: {message}"
+
+    def report(self) -> dict:
+        return {"requests": self.requests, "failed": sum(self.by_status.values()), "failed_by_status": dict(self.by_status),
+                "last_failure": self.last}
+
+
+def logged(path: str, handler, methods: list[str], api_key: str | None, failures: Failures | None = None):
     """A Starlette route whose errors are OpenAI-style JSON, with the bearer-token check and one log
-    line per request."""
+    line per request (at warning, with the reason, for a request that failed; counted in `failures`)."""
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
@@ -98,7 +117,15 @@ def logged(path: str, handler, methods: list[str], api_key: str | None):
         usage = result.get("usage") if status == 200 else None
         tokens = f" {usage['prompt_tokens']}+{usage['completion_tokens']} tok" if usage else ""
         client = request.client.host if request.client else "-"
-        log.info("%s %s %s %d %.0f ms%s", client, request.method, path, status, 1000 * (time.monotonic() - started), tokens)
+        line = (client, request.method, path, status, 1000 * (time.monotonic() - started))
+        if failures is not None:
+            failures.requests += 1
+        if status == 200:
+            log.info("%s %s %s %d %.0f ms%s", *line, tokens)
+        else:
+            log.warning("%s %s %s %d %.0f ms: %s", *line, result["error"]["message"])
+            if failures is not None:
+                failures.add(status, path, result["error"]["message"])
         return JSONResponse(result, status_code=status)
 
     return Route(path, endpoint, methods=methods)

@@ -99,12 +99,14 @@ def serve_reward(
     allow_pickle: AllowPickle = False,
     quiet: Quiet = False,
 ):
-    """Serve caikit's reward over HTTP for OpenRLHF (POST /get_reward, its --remote_rm_url) and verl
+    """Serve caikit's reward over HTTP for OpenRLHF (POST /get_reward, its --reward.remote_url) and verl
     (caikit.integrations.verl, POST /v1/score): a preference model (--pm), or else the constitutional
     feedback model (--feedback-model) judging each response. Logs one line per request on stderr.
 
     Example: caikit serve-reward --pm runs/pm --port 8001
-             (OpenRLHF) --remote_rm_url http://127.0.0.1:8001/get_reward
+             (OpenRLHF >= 0.10.2) --reward.remote_url http://127.0.0.1:8001/get_reward
+    A failed request is logged at warning with its reason and counted in GET /health (OpenRLHF
+    only info-logs it, and that sample gets no reward).
     """
     import uvicorn
 
