@@ -75,6 +75,25 @@ def test_verl_compute_score_as_its_reward_managers_call_it(served, monkeypatch):
         verl.compute_score(data_source="cai", solution_str="x", ground_truth="", extra_info={"index": 3})
 
 
+def test_verl_awaits_compute_score_async_many_samples_at_once(served, monkeypatch):
+    """verl 0.9's reward-loop managers await a coroutine compute_score (naive.py checks
+    inspect.iscoroutinefunction); the samples in flight together get the in-process rewards."""
+    import asyncio
+    import inspect
+
+    from caikit.integrations import verl
+
+    url, scorer = served
+    monkeypatch.setenv("CAIKIT_REWARD_URL", url)
+    assert inspect.iscoroutinefunction(verl.compute_score_async) and not inspect.iscoroutinefunction(verl.compute_score)
+
+    async def all_at_once():
+        return await asyncio.gather(*[verl.compute_score_async(data_source="cai", solution_str=r, ground_truth="", extra_info={"prompt": p})
+                                      for p, r in zip(PROMPTS, RESPONSES)])
+
+    assert asyncio.run(all_at_once()) == pytest.approx(scorer.score(PROMPTS, RESPONSES), abs=1e-5)
+
+
 def test_concurrent_requests_share_batches(served):
     url, scorer = served
     body = {"prompts": PROMPTS[:1], "responses": RESPONSES[:1]}
