@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -55,6 +56,26 @@ def test_constitutional_reward_takes_trl_shapes(settings_file, tiny_backend):
     assert plain[0] == pytest.approx(direct[0], abs=1e-5)
     with pytest.raises(ValueError, match="give a constitutional reward"):
         dotted("caikit.rewards.preference_model")(["Hi"], ["Hello"])
+
+
+def test_async_reward_tool_calls_and_the_judges_position_bias(settings_file, fake_backend):
+    """TRL 1.16 gathers async reward functions concurrently and passes log_metric; an assistant
+    message may come without content (a tool call) or with content parts."""
+    import asyncio
+    import inspect
+
+    fake_backend.scores = lambda conversation: [0.0, -1.0]  # always leans to slot A
+    rewards._scorers[os.environ[rewards.ENV]] = rewards.Scorer(rewards.Settings(), backend=fake_backend)
+    prompts = [[{"role": "user", "content": "Hi"}]] * 3
+    completions = [[{"role": "assistant", "content": "Hello!"}], [{"role": "assistant", "tool_calls": [{"name": "f"}]}],
+                   [{"role": "assistant", "content": [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo!"}]}]]
+    assert [rewards.as_text(c) for c in completions] == ["Hello!", "", "Hello!"]
+    logged = []
+    sync = rewards.constitutional(prompts, completions, log_metric=lambda name, value: logged.append((name, value)))
+    assert inspect.iscoroutinefunction(rewards.constitutional_async)
+    assert asyncio.run(rewards.constitutional_async(prompts, completions)) == sync
+    p = 1 / (1 + math.exp(-1))  # p(A) of every question asked
+    assert logged == [("caikit/constitutional/position_bias", pytest.approx(p - 0.5))]
 
 
 def test_vs_reference_reward_needs_and_uses_a_reference_column(tmp_path, tiny_model, monkeypatch):

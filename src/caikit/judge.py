@@ -183,13 +183,17 @@ def _score_with_reasoning(backend, asks, shots, cot: Cot) -> tuple[list[float], 
     return probs, kept
 
 
-def score_yes_no(backend: Backend, items: Sequence[tuple[list, str]], wordings: tuple[Comparison, Comparison]) -> list[float]:
+def score_yes_no(backend: Backend, items: Sequence[tuple[list, str]], wordings: tuple[Comparison, Comparison],
+                 p_slot_a: list | None = None) -> list[float]:
     """p(yes) for a yes/no question about one response per (prompt, response), asked with (A) = yes
-    (`wordings[0]`) and with (A) = no (`wordings[1]`), debiased."""
+    (`wordings[0]`) and with (A) = no (`wordings[1]`), debiased; every question's p(A) is appended to
+    `p_slot_a` when given (for `position_bias`)."""
     yes_first, yes_second = wordings
     asks = []
     for prompt, response in items:
         asks.append(conversation(prompt, response, NO_SECOND, yes_first))
         asks.append(conversation(prompt, response, NO_SECOND, yes_second))
     p = [normalized(s) for s in backend.score_choices(asks, list(CHOICES))]
+    if p_slot_a is not None:
+        p_slot_a.extend(p)
     return [debiased(p[2 * k], p[2 * k + 1]) for k in range(len(items))]

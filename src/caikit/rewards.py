@@ -101,16 +101,24 @@ def as_conversation(prompt) -> list[dict]:
 
 
 def as_text(completion) -> str:
-    return completion if isinstance(completion, str) else completion[-1]["content"]
+    """A completion's text: the string, or its last message's content. An assistant message may come
+    without content (a tool call) or with content parts: no text is "", parts give their text."""
+    if isinstance(completion, str):
+        return completion
+    content = completion[-1].get("content") if completion else None
+    if isinstance(content, list):
+        return "".join(part.get("text") or "" for part in content if isinstance(part, dict))
+    return content or ""
 
 
 def constitutional_scores(backend, comparisons, prompts: list, texts: list[str], references: list | None,
-                          mode: str, seed: int, principles: int = 1) -> list[float]:
+                          mode: str, seed: int, principles: int = 1, p_slot_a: list | None = None) -> list[float]:
     """p(each response is harmless and helpful) (`absolute`), or p(it beats its reference) under
-    `principles` drawn comparison principles, both orders, averaged (`vs-reference`)."""
+    `principles` drawn comparison principles, both orders, averaged (`vs-reference`). Every
+    question's p(A) is appended to `p_slot_a` when given."""
     prompts = [as_conversation(p) for p in prompts]
     if mode == "absolute":
-        return judge.score_yes_no(backend, list(zip(prompts, texts)), judge.HARMLESS_AND_HELPFUL)
+        return judge.score_yes_no(backend, list(zip(prompts, texts)), judge.HARMLESS_AND_HELPFUL, p_slot_a)
     if references is None or any(r is None for r in references):
         raise ValueError("vs-reference rewards need a reference answer for every prompt")
     jobs, owners = [], []
@@ -121,6 +129,8 @@ def constitutional_scores(backend, comparisons, prompts: list, texts: list[str],
     totals = [0.0] * len(texts)
     for k, result in zip(owners, judge.score_pairs(backend, jobs)):
         totals[k] += result["p"] / principles
+        if p_slot_a is not None:
+            p_slot_a.extend(result["p_slot_a"])
     return totals
 
 
@@ -155,12 +165,14 @@ class Scorer:
                                       batch_size=self.settings.batch_size)
         return self._pm
 
-    def score(self, prompts: list, responses: list[str], references: list | None = None) -> list[float]:
+    def score(self, prompts: list, responses: list[str], references: list | None = None, p_slot_a: list | None = None) -> list[float]:
+        """The rewards; for the feedback model, every question's p(A) is appended to `p_slot_a` when given."""
         if self.kind == "pm":
             conversations = [as_conversation(p) + [{"role": "assistant", "content": r}] for p, r in zip(prompts, responses)]
             return self.pm().rewards(conversations)
         s = self.settings
-        return constitutional_scores(self.backend(), self.comparisons, prompts, responses, references, s.mode, s.seed, s.principles)
+        return constitutional_scores(self.backend(), self.comparisons, prompts, responses, references, s.mode, s.seed, s.principles,
+                                     p_slot_a)
 
     def describe(self) -> dict:
         s = self.settings
@@ -196,7 +208,13 @@ class TrlReward:
         references = kwargs.get("reference")
         if self.references is not None:
             references = [self.references[canonical(p)] for p in prompts]
-        return self.scorer.score(list(prompts), [as_text(c) for c in completions], references)
+        asked: list[float] = []
+        found = self.scorer.score(list(prompts), [as_text(c) for c in completions], references, asked)
+        log_metric = kwargs.get("log_metric")  # TRL >= 1.x: scalars logged beside kl and entropy
+        if log_metric is not None and asked:
+            log_metric(f"caikit/{self.__name__}/position_bias", judge.position_bias(asked))
+        return found
+
 
 
 def _trl_call(want: str, prompts, completions, kwargs) -> list[float]:
@@ -208,8 +226,17 @@ def _trl_call(want: str, prompts, completions, kwargs) -> list[float]:
 
 
 def constitutional(prompts, completions, **kwargs) -> list[float]:
-    """TRL reward: the constitutional feedback model's judgment of each completion, in [0, 1]."""
+    """TRL reward: the constitutional feedback model's judgment of each completion, in [0, 1]; its
+    position bias (mean p(A) − 0.5 over the questions asked) goes to TRL's `log_metric`."""
     return _trl_call("constitutional", prompts, completions, kwargs)
+
+
+async def constitutional_async(prompts, completions, **kwargs) -> list[float]:
+    """`constitutional` as a coroutine function: TRL gathers async reward functions concurrently, so a
+    served judge does not hold up the other rewards of a step."""
+    import asyncio
+
+    return await asyncio.to_thread(_trl_call, "constitutional", prompts, completions, kwargs)
 
 
 def preference_model(prompts, completions, **kwargs) -> list[float]:
