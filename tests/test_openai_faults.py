@@ -132,6 +132,15 @@ def test_refusals_exit_2_in_one_line(tiny_backend, prompts, tmp_path, monkeypatc
                     "cannot reach the server", output=out)
     one_line_exit_2(["redteam", "-i", prompts, "-o", out, "--model", "openai:tiny"], "OPENAI_BASE_URL", output=out)
     one_line_exit_2(["redteam", "-i", prompts, "--model", "openai:tiny@http://x/v1?colour=red"], "unknown option 'colour=red'")
+    import logging
+
+    from caikit import serving
+
+    # the server runs in this process: its own warning about the refused request is not the client's stderr
+    quiet = logging.getLogger("tests.quiet-server")
+    quiet.propagate = False
+    quiet.addHandler(logging.NullHandler())
+    monkeypatch.setattr(serving, "log", quiet)
     with Running(create_app(tiny_backend, name="tiny", api_key="right")) as url:
         monkeypatch.setenv("WRONG_KEY", "wrong")
         one_line_exit_2(["redteam", "-i", prompts, "-o", out, "--model", f"openai:tiny@{url}", "--api-key-env", "WRONG_KEY"],
