@@ -101,7 +101,7 @@ DEFAULTS_DIFFER = {
     "--shots": "redteam --synthesize shows 6 short prompts, revise 2 whole dialogues",
     "--port": "serve and serve-reward run side by side",
     "--max-batch": "a scored response costs one prefill, a generated sequence many decode steps",
-    "--max-items": "the same: serve takes 64 prompts in a request (each maybe n samples), serve-reward 1024 responses",
+    "--max-items": "a served prompt may ask for n samples of many tokens, a scored response costs one prefill: 64 against 1024",
     "--policy": "label samples from a policy only when given one (else its input holds pairs); rlaif always trains one",
     "--feedback-model": "eval compare may judge with a --pm alone",
 }
