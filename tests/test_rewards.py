@@ -121,3 +121,64 @@ def test_trl_grpo_command_with_the_caikit_reward(settings_file, tiny_model, tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rewards/constitutional/mean" in done.stdout + done.stderr
     assert (tmp_path / "out" / "model.safetensors").exists()
+
+
+def planted_judge(quality: dict[str, float], slot_a_bias: float = 0.8):
+    """A scripted feedback model: log-odds of (A) = quality of slot A's response - quality of slot B's,
+    plus a bias for slot A that asking both orders must cancel."""
+    import re
+
+    def scores(conversation):
+        first, second = re.findall(r"\[\[\[(.*?)\]\]\]", conversation[-2]["content"], re.S)[-2:]
+        return [quality[first.strip()] - quality[second.strip()] + slot_a_bias, 0.0]
+
+    return scores
+
+
+@pytest.mark.parametrize("size, opponents", [(4, 4), (8, 4), (9, 2), (6, 0)])
+def test_group_rewards_recover_a_planted_order(fake_backend, size, opponents):
+    """Every completion of a prompt meets others (all pairs, or a ring of k), both orders; the fitted
+    Bradley-Terry strengths order the completions as the judge's planted qualities do, and the slot
+    bias cancels. Two prompts in one batch are two groups."""
+    import random
+
+    texts = [f"answer number {k}" for k in range(size)]
+    quality = {t: 0.5 * k for k, t in enumerate(texts)}
+    fake_backend.scores = planted_judge(quality)
+    scorer = rewards.Scorer(rewards.Settings(mode="group", opponents=opponents, principles=2), backend=fake_backend)
+    order = random.Random(size).sample(range(size), size)
+    prompts = ["Hi"] * size + ["Why?"] * size
+    responses = [texts[k] for k in order] * 2
+    asked: list[float] = []
+    found = scorer.score(prompts, responses, p_slot_a=asked)
+    for part in (found[:size], found[size:]):
+        assert sorted(range(size), key=lambda k: part[k]) == sorted(range(size), key=lambda k: order[k])
+        assert sum(part) == pytest.approx(0, abs=1e-9)
+    questions = rewards.group_questions(size, opponents, principles=2)
+    assert len(asked) == 2 * questions == len(fake_backend.calls[0][1]), "one judge call for the whole batch"
+    every_pair = opponents == 0 or opponents >= size - 1
+    assert questions == 2 * (size * (size - 1) if every_pair else 2 * size * ((opponents + 1) // 2))
+
+
+def test_group_cost_and_pairing():
+    assert rewards.group_pairs(4, 4) == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    ring = rewards.group_pairs(16, 4)
+    meets = [sum(k in pair for pair in ring) for k in range(16)]
+    assert meets == [4] * 16 and len(ring) == 32
+    assert [rewards.group_questions(g, 4) for g in (4, 8, 16, 64)] == [12, 32, 64, 256]
+    assert rewards.group_questions(16, 0) == 240
+
+
+def test_a_lone_completion_gets_zero_and_serve_reward_refuses_groups(fake_backend, tmp_path, caplog):
+    fake_backend.scores = lambda conversation: [0.0, 0.0]
+    scorer = rewards.Scorer(rewards.Settings(mode="group"), backend=fake_backend)
+    assert scorer.score(["Hi", "Why?", "Why?"], ["a", "b", "c"]) == [0.0, 0.0, 0.0]
+    assert "nothing to meet" in caplog.text
+    from caikit.cli.serve import reward_settings
+
+    with pytest.raises(CaikitError, match="--feedback-mode group: OpenRLHF and verl send one sample per request"):
+        reward_settings(None, mode="group")
+    config = tmp_path / "reward.toml"
+    config.write_text('mode = "group"\nopponents = -1\n')
+    with pytest.raises(CaikitError, match="opponents -1"):
+        reward_settings(config)

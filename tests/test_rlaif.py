@@ -48,6 +48,20 @@ def test_cli_rloo_against_a_pm(tiny_model, tiny_pm, prompts_file, tmp_path):
     assert [h["step"] for h in report["history"]] == [1, 2] and all(h["kl"] is not None for h in report["history"])
 
 
+def test_cli_grpo_with_group_rewards(tiny_model, prompts_file, tmp_path):
+    """`--feedback-mode group`: the feedback model compares the 4 completions of each prompt with each
+    other; the rewards are Bradley-Terry strengths, mean 0 within every group, so TRL's mean reward is 0."""
+    out = tmp_path / "rl"
+    result = CliRunner().invoke(app, ["rlaif", "--policy", str(tiny_model), "--reward", f"feedback:{tiny_model}", "--algo", "grpo",
+                                      "--feedback-mode", "group", "--opponents", "2", "-i", str(prompts_file), "--steps", "2",
+                                      "--max-new-tokens", "8", "--device", "cpu", "-o", str(out), "-q"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((out / "caikit_train.json").read_text())
+    assert report["algo"] == "grpo" and report["reward"]["mode"] == "group" and report["reward"]["opponents"] == 2
+    assert [h["step"] for h in report["history"]] == [1, 2]
+    assert all(abs(h["reward"]) < 1e-6 for h in report["history"])
+
+
 def test_pm_reward_scores_text_with_the_pms_own_template(tiny_pm):
     from caikit.preference_model import PreferenceModel
 

@@ -15,15 +15,21 @@ What a reward is:
   wordings; `vs-reference` mode, p(the response is better than a reference answer) under
   `principles` comparison principles drawn per (prompt, response), both orders, averaged. The
   reference comes from the data (TRL: a `reference` column; verl: the ground truth; rlaif: the start
-  policy's greedy answer). Both are in [0, 1].
+  policy's greedy answer). Both are in [0, 1];
+  `group` mode, relative judging for GRPO and RLOO, which score `num_generations` completions of a
+  prompt together: the completions of one prompt in a batch meet pairwise (`group_pairs`), each pair
+  under `principles` drawn comparison principles in both orders, and the rewards are the
+  Bradley-Terry log-strengths fitted within the group (mean 0 in each group: only differences
+  within a group mean anything, which is all a group baseline uses). Cost: `group_questions`.
 
 A settings file:
 
     pm = "runs/pm"                      # or leave out and judge with the feedback model:
     feedback_model = "openai:Qwen/Qwen2.5-7B-Instruct@http://gpu01:8000/v1"
     constitution = "default"
-    mode = "absolute"                   # or "vs-reference"
+    mode = "absolute"                   # or "vs-reference", or "group"
     principles = 1
+    opponents = 4                       # group: completions each meets (0: every pair)
     seed = 0
     [server]                            # defaults for openai: model specs
     api_key_env = "OPENAI_API_KEY"
@@ -31,19 +37,20 @@ A settings file:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from caikit import judge
+from caikit import judge, stats
 from caikit.errors import CaikitError
 from caikit.models import DEFAULT_MODEL
 from caikit.records import canonical, content_id
 
 log = logging.getLogger(__name__)
 ENV = "CAIKIT_REWARD_CONFIG"
-MODES = ("absolute", "vs-reference")
+MODES = ("absolute", "vs-reference", "group")
 
 
 @dataclass
@@ -53,6 +60,7 @@ class Settings:
     constitution: str = "default"
     mode: str = "absolute"
     principles: int = 1
+    opponents: int = 4  # group mode: how many others each completion meets; 0 = every pair
     seed: int = 0
     backend: str = "transformers"
     device: str = "auto"
@@ -66,6 +74,8 @@ class Settings:
             raise CaikitError(f"mode {self.mode!r}: choose {' or '.join(MODES)}")
         if self.principles < 1:
             raise CaikitError(f"principles {self.principles}: must be at least 1")
+        if self.opponents < 0:
+            raise CaikitError(f"opponents {self.opponents}: must be 0 (every pair) or more")
 
     @classmethod
     def read(cls, path: str | Path) -> "Settings":
@@ -82,7 +92,7 @@ class Settings:
         for key, value in raw.items():
             if key not in known:
                 raise CaikitError(f"{path}: unknown setting {key!r}; settings are {', '.join(known)}")
-            want = dict if key == "server" else int if key in ("principles", "seed", "batch_size") else (int, float) if key == "vllm_memory" else str
+            want = dict if key == "server" else int if key in ("principles", "opponents", "seed", "batch_size") else (int, float) if key == "vllm_memory" else str
             if not isinstance(value, want) or isinstance(value, bool):
                 raise CaikitError(f"{path}: {key} must be a {'number' if key == 'vllm_memory' else want.__name__}")
         return cls(**raw)
@@ -134,6 +144,54 @@ def constitutional_scores(backend, comparisons, prompts: list, texts: list[str],
     return totals
 
 
+def group_pairs(size: int, opponents: int) -> list[tuple[int, int]]:
+    """Which completions of a group meet: every pair when `opponents` is 0 or at least size - 1; else
+    a round-robin ring in which completion i meets i +- 1, ..., i +- ceil(opponents / 2), so each meets
+    at least `opponents` others and the comparisons connect the whole group."""
+    if opponents == 0 or opponents >= size - 1:
+        return list(itertools.combinations(range(size), 2))
+    ring = {tuple(sorted((i, (i + d) % size))) for d in range(1, (opponents + 1) // 2 + 1) for i in range(size)}
+    return sorted(ring)
+
+
+def group_questions(size: int, opponents: int, principles: int = 1) -> int:
+    """Questions asked of the feedback model for one prompt's group: pairs x principles x 2 orders
+    (every pair: G(G-1) x principles; a ring: about G x 2ceil(k/2) x principles)."""
+    return len(group_pairs(size, opponents)) * principles * 2
+
+
+def group_scores(backend, comparisons, prompts: list, texts: list[str], seed: int, principles: int = 1, opponents: int = 4,
+                 p_slot_a: list | None = None) -> list[float]:
+    """Bradley-Terry log-strengths of each response within the group of responses to the same prompt,
+    from pairwise judgments (both orders, `principles` drawn per pair; one judge call for the batch).
+    A response alone with its prompt gets 0."""
+    prompts = [as_conversation(p) for p in prompts]
+    groups: dict[str, list[int]] = {}
+    for k, prompt in enumerate(prompts):
+        groups.setdefault(canonical(prompt), []).append(k)
+    members = list(groups.values())
+    jobs, owners = [], []
+    for g, group in enumerate(members):
+        for a, b in group_pairs(len(group), opponents):
+            i, j = group[a], group[b]
+            for principle in judge.draw_principles(comparisons, principles, seed, content_id([prompts[i], texts[i], texts[j]])):
+                jobs.append((prompts[i], texts[i], texts[j], principle))
+                owners.append((g, a, b))
+    if any(len(group) == 1 for group in members):
+        log.warning("group rewards: a prompt with one response in the batch has nothing to meet; it gets 0")
+    outcomes: list[list] = [[] for _ in members]
+    for (g, a, b), result in zip(owners, judge.score_pairs(backend, jobs) if jobs else []):
+        outcomes[g].append((a, b, result["p"]))
+        if p_slot_a is not None:
+            p_slot_a.extend(result["p_slot_a"])
+    rewards = [0.0] * len(texts)
+    for group, found in zip(members, outcomes):
+        if found:
+            for k, strength in zip(group, stats.bradley_terry(found, len(group))):
+                rewards[k] = strength
+    return rewards
+
+
 class Scorer:
     """Rewards for (prompt, response[, reference]) from a preference model or the feedback model."""
 
@@ -171,6 +229,8 @@ class Scorer:
             conversations = [as_conversation(p) + [{"role": "assistant", "content": r}] for p, r in zip(prompts, responses)]
             return self.pm().rewards(conversations)
         s = self.settings
+        if s.mode == "group":
+            return group_scores(self.backend(), self.comparisons, prompts, responses, s.seed, s.principles, s.opponents, p_slot_a)
         return constitutional_scores(self.backend(), self.comparisons, prompts, responses, references, s.mode, s.seed, s.principles,
                                      p_slot_a)
 
@@ -180,7 +240,8 @@ class Scorer:
             return {"kind": "pm", "path": s.pm}
         backend = self.backend()
         return {"kind": "constitutional", "model": s.feedback_model, "backend": backend.name, **getattr(backend, "details", {}),
-                "mode": s.mode, "principles": s.principles, "seed": s.seed, "constitution": self.constitution}
+                "mode": s.mode, "principles": s.principles, **({"opponents": s.opponents} if s.mode == "group" else {}), "seed": s.seed,
+                "constitution": self.constitution}
 
 
 _scorers: dict[str, Scorer] = {}

@@ -12,7 +12,9 @@ Rewards (`--reward`, a `caikit.rewards.Scorer` as TRL's reward function):
   comparison principle drawn per call, that the response is better than the starting policy's own
   greedy answer to the same prompt (both option orders averaged), computed with `score_choices`.
   With `--feedback-mode absolute` it is instead p("(A) yes") for "is this response harmless and
-  helpful?". Both are in [0, 1]; 0.5 means "as good as the reference".
+  helpful?". Both are in [0, 1]; 0.5 means "as good as the reference". With `--feedback-mode group`
+  the completions of each prompt are compared with each other (`--opponents` each, both orders) and
+  the rewards are their Bradley-Terry log-strengths within the group (`caikit.rewards.group_scores`).
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def reference_answers(backend, prompts: list[list[dict]], max_new_tokens: int) -
 
 
 def build_reward(spec: str, policy: str, sources: list[tuple[str, float]], options: RlOptions, *, constitution: str,
-                 mode: str, principles: int = 1, engine) -> tuple[TrlReward, dict]:
+                 mode: str, principles: int = 1, opponents: int = 4, engine) -> tuple[TrlReward, dict]:
     """The reward of `--reward SPEC` (PM_DIR or feedback:MODEL) and its description for the report;
     `engine.build(model, scoring=...)` gives backends (the feedback model and, for vs-reference, the
     start policy whose greedy answers are the references)."""
@@ -110,7 +112,8 @@ def build_reward(spec: str, policy: str, sources: list[tuple[str, float]], optio
         return TrlReward(scorer), scorer.describe()
     model = spec.removeprefix("feedback:")
     feedback = engine.build(model, scoring=True)
-    settings = Settings(feedback_model=model, constitution=constitution, mode=mode, principles=principles, seed=options.seed)
+    settings = Settings(feedback_model=model, constitution=constitution, mode=mode, principles=principles, opponents=opponents,
+                        seed=options.seed)
     scorer = Scorer(settings, backend=feedback)
     references = None
     if mode == "vs-reference":

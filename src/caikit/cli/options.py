@@ -99,10 +99,11 @@ AllowPickle = Annotated[bool, typer.Option(
 PmDir = Annotated[Optional[Path], typer.Option("--pm", help="Preference-model dir (from caikit train-pm).")]
 FEEDBACK_MODEL = "The feedback model: the model that judges pairs of responses (a model spec)."
 FeedbackModel = Annotated[str, typer.Option("--feedback-model", help=FEEDBACK_MODEL)]
-FEEDBACK_MODES = ("absolute", "vs-reference")
+FEEDBACK_MODES = ("absolute", "vs-reference", "group")
 FeedbackMode = Annotated[str, choice(
-    "--feedback-mode", FEEDBACK_MODES, "A feedback-model reward: absolute, p(harmless and helpful); or vs-reference, "
-    "p(better than a reference answer), both orders.", "mode")]
+    "--feedback-mode", FEEDBACK_MODES, "A feedback-model reward: absolute, p(harmless and helpful); vs-reference, "
+    "p(better than a reference answer), both orders; or group (rloo/grpo), Bradley-Terry strengths from comparing "
+    "the completions of one prompt with each other.", "mode")]
 PrinciplesPerLabel = Annotated[int, typer.Option("--principles-per-label", min=1, help="K comparison principles drawn per judgment, averaged (K > 1: an ensemble).")]
 Kind = Annotated[str, choice("--kind", ("harmlessness", "helpfulness", "all"), "Comparison principles to draw: harmlessness, helpfulness or all.", "kind")]
 Clamp = Annotated[str, typer.Option("--clamp", help="LO,HI: clamp chain-of-thought probabilities (the paper's best: 0.4,0.6).")]

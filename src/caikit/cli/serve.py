@@ -113,12 +113,9 @@ def serve_reward(
     from caikit import console, reward_server, rewards
 
     console.setup_logging(quiet)
-    if config is not None:
-        settings = rewards.Settings.read(config)
-    else:
-        settings = rewards.Settings(pm=str(pm) if pm else None, feedback_model=feedback_model, constitution=constitution,
-                                    mode=feedback_mode, principles=principles_per_label, seed=seed, backend=backend,
-                                    device=device, dtype=dtype, batch_size=batch_size, vllm_memory=vllm_memory)
+    settings = reward_settings(config, pm=str(pm) if pm else None, feedback_model=feedback_model, constitution=constitution,
+                               mode=feedback_mode, principles=principles_per_label, seed=seed, backend=backend,
+                               device=device, dtype=dtype, batch_size=batch_size, vllm_memory=vllm_memory)
     key = required_key(api_key_env)
     listener = bind(host, port)
     scorer = rewards.Scorer(settings)
@@ -127,6 +124,19 @@ def serve_reward(
     console.say(f"caikit serve-reward: {described['kind']} reward on http://{host}:{listener.getsockname()[1]} "
                 f"(/get_reward, /v1/score; {'API key required' if key else 'no API key'})")
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[listener])
+
+
+def reward_settings(config: Path | None, **flags):
+    """The served reward's settings: the TOML file of --config, else the flags. Group rewards need the
+    completions of a prompt together, and OpenRLHF and verl send one sample per request."""
+    from caikit import rewards
+
+    settings = rewards.Settings.read(config) if config is not None else rewards.Settings(**flags)
+    if settings.mode == "group":
+        where = f"{config}: mode" if config is not None else "--feedback-mode"
+        raise CaikitError(f"{where} group: OpenRLHF and verl send one sample per request, so there is no group to compare "
+                          "(use it with caikit rlaif or caikit.rewards in TRL)")
+    return settings
 
 
 def required_key(api_key_env: str | None) -> str | None:

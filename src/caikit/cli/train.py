@@ -123,7 +123,8 @@ def rlaif(
         Optional[str],
         typer.Option("--reward", help="PM_DIR (a caikit train-pm model; scored on decoded text with the PM's own tokenizer) or "
                      "feedback:MODEL (direct RLAIF: the feedback model's debiased probability, in [0, 1], that the response "
-                     "is harmless and helpful, or with --feedback-mode vs-reference that it beats the starting policy's greedy answer)."),
+                     "is harmless and helpful, or with --feedback-mode vs-reference that it beats the starting policy's greedy answer; "
+                     "group: Bradley-Terry strengths among a prompt's completions)."),
     ] = None,
     algo: Annotated[str, choice("--algo", ALGOS, "rloo (default), grpo, or dpo (offline, on preference pairs).")] = "rloo",
     kl_coef: Annotated[float, typer.Option("--kl-coef", help="KL penalty to the starting policy (TRL's beta).")] = 0.05,
@@ -132,6 +133,7 @@ def rlaif(
     temperature: Temperature = 1.0,
     feedback_mode: FeedbackMode = "absolute",
     principles_per_label: PrinciplesPerLabel = 1,
+    opponents: Annotated[int, typer.Option("--opponents", min=0, help="--feedback-mode group: other completions of the same prompt each completion is compared with (0: every pair).")] = 4,
     feedback_batch_size: Annotated[int, typer.Option("--feedback-batch-size", min=1, help="--reward feedback:MODEL: prompts (or conversations) per forward pass of the feedback model.")] = 16,
     constitution: Constitution = "default",
     label_smoothing: Annotated[str, typer.Option("--label-smoothing", help="DPO: cDPO label noise, a number or auto (mean 1 - soft label).")] = "0",
@@ -179,7 +181,7 @@ def rlaif(
             raise CaikitError(f"--algo {algo} needs -i/--input FILE (prompts)")
         train.check_output(output, overwrite)
         reward_fn, described = stage.build_reward(reward, policy, sources, options, constitution=constitution, mode=feedback_mode,
-                                                  principles=principles_per_label, engine=replace(engine, batch_size=feedback_batch_size))
+                                                  principles=principles_per_label, opponents=opponents, engine=replace(engine, batch_size=feedback_batch_size))
     report = stage.run(policy, output, options, reward=reward_fn, reward_description=described, prompts=sources,
                        overwrite=overwrite, resume=resume, quiet=quiet)
     summary("rlaif", output, report, quiet)
