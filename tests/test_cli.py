@@ -224,7 +224,7 @@ def test_flags_mean_the_same_everywhere(tiny_model, tiny_pm, tmp_path, monkeypat
 
     for args, message in [
         (["label", "--kind", "funny"], "caikit label: error: --kind funny: unknown kind; choose harmlessness, helpfulness or all"),
-        (["rlaif", "-o", "x", "--feedback-mode", "loud"], "caikit rlaif: error: --feedback-mode loud: unknown mode; choose absolute or vs-reference"),
+        (["rlaif", "-o", "x", "--feedback-mode", "loud"], "caikit rlaif: error: --feedback-mode loud: unknown mode; choose absolute, vs-reference or group"),
         (["rlaif", "-o", str(tmp_path / "rl"), "--reward", str(tiny_pm)], "caikit rlaif: error: --algo rloo needs -i/--input FILE"),
         (["train-pm", "-i", f"{pairs}:x", "-o", str(tmp_path / "pm2")], "caikit train-pm: error: -i/--input"),
         (["eval", "pm", "--pm", str(tiny_pm), "-i", str(tmp_path / "nothing")], "caikit eval pm: error: -i/--input"),

@@ -153,7 +153,7 @@ def test_vllm_chatter_goes_to_stderr_and_the_judge_of_rlaif_uses_it(fake_vllm, t
     assert len(reward([[{"role": "user", "content": "One prompt?"}]], [[{"role": "assistant", "content": "Sure."}]])) == 1
     seen = {}
 
-    def capture(spec, policy, sources, options, *, constitution, mode, principles, engine):
+    def capture(spec, policy, sources, options, *, constitution, mode, principles, engine, opponents=4):
         seen["engine"] = engine
         raise CaikitError("stop here")
 
