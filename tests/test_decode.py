@@ -95,6 +95,31 @@ def test_lean_choice_scores_equal_the_plain_ones(engines):
             assert all(abs(a - b) < 1e-4 for fa, fb in zip(found, expected) for a, b in zip(fa, fb)), (found, expected)
 
 
+@pytest.mark.parametrize("batch_size", [2, 16])
+def test_lean_prompt_logprobs_equal_the_plain_ones(engines, batch_size):
+    """What `caikit serve` answers to echo requests: the engine prefills a shared beginning once (one
+    question with each of its choices appended) and computes each of its log-probs once."""
+    lean, plain = engines
+    rows = []
+    for q in QUESTIONS[:4]:
+        ids = lean.encode([SYSTEM] + q)
+        rows += [ids + lean.tokenizer(c, add_special_tokens=False)["input_ids"] for c in (" (A)", " (B)")]
+    assert decode.common_prefix(rows) >= decode.MIN_PREFIX
+    lean.batch_size = plain.batch_size = batch_size
+    for top in (0, 3):
+        ours, theirs = lean.prompt_logprobs(rows, top), plain.prompt_logprobs(rows, top)
+        for mine, want in zip(ours, theirs):
+            assert len(mine) == len(want) and mine[0] == (None, None)
+            assert [lp for lp, _ in mine[1:]] == pytest.approx([lp for lp, _ in want[1:]], abs=1e-4)
+            if top:
+                for (_, t), (_, w) in zip(mine[1:], want[1:]):  # (near-ties may swap places)
+                    assert sorted(t.values()) == pytest.approx(sorted(w.values()), abs=1e-4)
+    tails = lean.prompt_logprobs(rows, 0, wanted=[len(r) - 2 for r in rows])
+    for row, tail, whole in zip(rows, tails, theirs):
+        assert tail[: len(row) - 2] == [(None, None)] * (len(row) - 2)
+        assert [lp for lp, _ in tail[-2:]] == pytest.approx([lp for lp, _ in whole[-2:]], abs=1e-4)
+
+
 def test_runs_sharing_a_beginning_are_chosen_to_save_the_most_tokens():
     system = list(range(100, 120))  # 20 tokens every row shares
     shot_a, shot_b = list(range(200, 300)), list(range(300, 400))

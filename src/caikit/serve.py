@@ -3,10 +3,13 @@ backend speaks, so several pipeline processes (and machines) share it.
 
 Routes: `GET /v1/models`, `POST /v1/chat/completions` (n, temperature, top_p, max_tokens, stop,
 seed; `continue_final_message`), `POST /v1/completions` (text or token-id prompts, one or a list;
-`echo` with `logprobs` and `max_tokens: 0` gives prompt log-probabilities, as vLLM does),
+`echo` with `logprobs` and `max_tokens: 0` gives prompt log-probabilities, as vLLM does; SGLang's
+`logprob_start_len` leaves those of earlier tokens null and uncomputed),
 `POST /tokenize` (vLLM's shape: `prompt` or `messages`), `GET /health`.
 
-Requests that arrive within a short window (`window` seconds) are run as one batch by a single
+Echo requests are scored by the lean engine: rows sharing a beginning (one prompt with each of its
+choices appended, one conversation asked in both option orders) have it prefilled once and its
+log-probs computed once. Requests that arrive within a short window (`window` seconds) are run as one batch by a single
 worker thread (caikit.serving.Batcher). Sampled rows have their own seeded generators (see
 caikit.backends.hf), so a seeded request gets the same text whatever it is batched with, and the
 same text as the in-process backend.
@@ -54,7 +57,8 @@ class Server:
         self.backend, self.name, self.limits = backend, name, limits
         self.tok = backend.tokenizer
         runners = {"generate": lambda items, jobs: backend.generate_rows(items, details=True),
-                   "logprobs": lambda items, jobs: backend.prompt_logprobs(items, top=max(j.options["top"] for j in jobs))}
+                   "logprobs": lambda items, jobs: backend.prompt_logprobs(
+                       items, top=max(j.options["top"] for j in jobs), wanted=[j.options["start"] for j in jobs for _ in j.items])}
         self.batcher = Batcher(runners, window, max_rows)
 
     # -- routes ------------------------------------------------------------------------------------
@@ -84,9 +88,12 @@ class Server:
             raise BadRequest("max_tokens 0 needs echo")
         if top is not None and (max_tokens != 0 or not isinstance(top, int) or not 0 <= top <= 20):
             raise BadRequest("caikit serve gives log-probabilities of prompt tokens only: echo with max_tokens 0 and logprobs 0-20")
+        start = body.get("logprob_start_len", 0)
+        if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+            raise BadRequest("logprob_start_len must be a whole number of tokens")
         prompt_tokens = sum(len(ids) for ids in ids_list)
         if max_tokens == 0:
-            found = await self.batcher.run("logprobs", ids_list, top=max(top or 0, 1))
+            found = await self.batcher.run("logprobs", ids_list, top=max(top or 0, 1), start=start)
             choices = [{"index": i, "text": self.tok.decode(ids), "finish_reason": "length",
                         "logprobs": self.echoed(ids, f, top) if top is not None else None}
                        for i, (ids, f) in enumerate(zip(ids_list, found))]
@@ -166,7 +173,7 @@ class Server:
     def echoed(self, ids: list[int], found: list, top: int) -> dict:
         tokens = [self.tok.decode([t]) for t in ids]
         offsets = [sum(len(t) for t in tokens[:k]) for k in range(len(tokens))]
-        tops = [None] + [{self.tok.decode([w]): v for w, v in list(d.items())[:max(top, 1)]} for _, d in found[1:]]
+        tops = [None if d is None else {self.tok.decode([w]): v for w, v in list(d.items())[:max(top, 1)]} for _, d in found]
         return {"tokens": tokens, "token_logprobs": [lp for lp, _ in found], "top_logprobs": tops, "text_offset": offsets}
 
     def reply(self, kind: str, choices: list, prompt_tokens: int, completion_tokens: int) -> dict:

@@ -118,10 +118,11 @@ class Engine:
             return allowed
         return torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill(~allowed, torch.finfo(self.dtype).min)
 
-    def forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Slots, last: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Slots, last: torch.Tensor | None,
+                head: bool = True) -> torch.Tensor:
         """Logits at column `last` of each row of `ids` [batch, tokens] ([batch, vocab]), or at every
         column when `last` is None ([batch, tokens, vocab]); `mask` is [batch, 1, tokens, width],
-        True where a token may attend."""
+        True where a token may attend. Without `head`, the final hidden states instead of logits."""
         hidden = self.inner.embed_tokens(ids)
         embeddings = self.inner.rotary_emb(hidden, positions)
         for layer in self.inner.layers:
@@ -129,12 +130,13 @@ class Engine:
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
         if last is not None:
             hidden = hidden[torch.arange(len(ids), device=ids.device), last]
-        return self.model.lm_head(self.inner.norm(hidden)).float()
+        hidden = self.inner.norm(hidden)
+        return self.model.lm_head(hidden).float() if head else hidden
 
     def prefill(self, rows: list[list[int]], prefix: tuple[Slots, list[int], list[int]] | None = None,
-                every: bool = False) -> tuple[Slots, torch.Tensor]:
+                every: bool = False, head: bool = True) -> tuple[Slots, torch.Tensor]:
         """Prefill `rows` into new `Slots`; returns them and the logits after each row (with `every`,
-        after each of its tokens). With `prefix` = (slots, owners, starts), row b continues the first
+        after each of its tokens; without `head`, the hidden states there). With `prefix` = (slots, owners, starts), row b continues the first
         starts[b] tokens held in slot owners[b], whose keys/values are copied, not recomputed."""
         starts = prefix[2] if prefix else [0] * len(rows)
         n = max(len(r) for r in rows)
@@ -155,7 +157,7 @@ class Engine:
         mask = (keys <= columns.unsqueeze(-1)) & (keys < ends.unsqueeze(-1))
         cache.aim(columns, width)
         last = None if every else (ends - first - 1).squeeze(1)
-        return cache, self.forward(ids, columns, self._mask(mask.unsqueeze(1)), cache, last)
+        return cache, self.forward(ids, columns, self._mask(mask.unsqueeze(1)), cache, last, head)
 
     @torch.inference_mode()
     def score(self, prompts: list[list[int]], choices: list[list[list[int]]], batch: int) -> list[list[float]]:
@@ -180,6 +182,68 @@ class Engine:
                 total = first[b, c[0]] + sum(logp[k, j - 1, c[j]] for j in range(1, len(c)))
                 out[part[b]].append(float(total))
         return out
+
+    @torch.inference_mode()
+    def prompt_logprobs(self, rows: list[list[int]], top: int, batch: int, wanted: list[int] | None = None) -> list[list]:
+        """For each token of each row, (its log-probability after the tokens before it, the `top`
+        likeliest tokens there as {id: logprob} or None); (None, None) for the first token and for
+        those before `wanted[i]`, which are not computed. Rows are taken in sorted order, so rows
+        sharing a beginning (one prompt with each of its choices appended, a conversation asked in
+        both orders) have it prefilled once and its log-probs computed once; the LM head runs only
+        where a log-prob is wanted, over all rows of a batch together."""
+        wanted = wanted or [1] * len(rows)
+        out: list[list] = [[] for _ in rows]
+        order = sorted(range(len(rows)), key=lambda i: rows[i])
+        for at in range(0, len(order), batch):
+            part = order[at : at + batch]
+            mine = [rows[i] for i in part]
+            heads, owners, starts = groups(mine) if self.share_prefixes else ([], [], [0] * len(mine))
+            held, head_states = self.prefill(heads, every=True, head=False) if heads else (None, None)
+            _, states = self.prefill([r[s:] for r, s in zip(mine, starts)], (held, owners, starts) if heads else None,
+                                     every=True, head=False)
+            states_at, targets, where, shared = [], [], [], {}  # one entry per log-prob computed
+            for b, (row, s) in enumerate(zip(mine, starts)):
+                first, mine_at = max(wanted[part[b]], 1), []
+                for k in range(first, len(row)):  # the state at position k - 1 predicts token k
+                    if k < s and (owners[b], k) in shared:  # inside a shared head: computed once
+                        mine_at.append(shared[owners[b], k])
+                        continue
+                    if k < s:
+                        shared[owners[b], k] = len(targets)
+                    states_at.append(head_states[owners[b], k - 1] if k <= s else states[b, k - 1 - s])
+                    mine_at.append(len(targets))
+                    targets.append(row[k])
+                where.append((first, mine_at))
+            found = self.log_softmax_at(torch.stack(states_at), targets, top) if targets else []
+            for b, (first, mine_at) in enumerate(where):
+                out[part[b]] = [(None, None)] * first + [found[j] for j in mine_at]
+        return out
+
+    @torch.inference_mode()
+    def next_logprobs(self, rows: list[list[int]], top: int, batch: int) -> list[dict[int, float]]:
+        """The `top` likeliest next tokens after each row, {id: logprob} from the likeliest down;
+        rows sharing a beginning have it prefilled once."""
+        out: list[dict] = [{} for _ in rows]
+        order = sorted(range(len(rows)), key=lambda i: rows[i])
+        for at in range(0, len(order), batch):
+            part = order[at : at + batch]
+            mine = [rows[i] for i in part]
+            heads, owners, starts = groups(mine) if self.share_prefixes else ([], [], [0] * len(mine))
+            held = self.prefill(heads)[0] if heads else None
+            _, after = self.prefill([r[s:] for r, s in zip(mine, starts)], (held, owners, starts) if held else None)
+            for i, found in zip(part, likeliest(after.log_softmax(-1), top)):
+                out[i] = found
+        return out
+
+    def log_softmax_at(self, states: torch.Tensor, targets: list[int], top: int, chunk: int = 512) -> list[tuple]:
+        """(log-prob of each target, its `top` likeliest tokens as {id: logprob} or None) from the
+        hidden state that predicts it, `chunk` states through the LM head at a time."""
+        found = []
+        for at in range(0, len(targets), chunk):
+            logp = self.model.lm_head(states[at : at + chunk]).float().log_softmax(-1)
+            picked = logp.gather(-1, torch.tensor(targets[at : at + chunk], device=self.device).unsqueeze(-1)).squeeze(-1).tolist()
+            found += zip(picked, likeliest(logp, top) if top else [None] * len(picked))
+        return found
 
     def step(self, cache: Slots, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """One decode step for slots [0, len(tokens)): each slot's latest token goes to column
@@ -267,6 +331,12 @@ def groups(rows: list[list[int]], longest: int = 256) -> tuple[list[list[int]], 
                 owners[k], starts[k] = len(heads) - 1, shared
         j = i
     return heads, owners, starts
+
+
+def likeliest(logp: torch.Tensor, top: int) -> list[dict[int, float]]:
+    """Each row's `top` likeliest tokens of log-probs [rows, vocab], {id: logprob} from the top down."""
+    values, which = logp.topk(top, dim=-1)
+    return [dict(zip(w, v)) for w, v in zip(which.tolist(), values.tolist())]
 
 
 def common_prefix(rows: list[list[int]]) -> int:

@@ -213,10 +213,15 @@ class TransformersBackend:
         text, stopped = cut_at_stop(text, stop)
         return Generated(text.strip(), tokens, "stop" if stopped or end < len(row) else "length")
 
-    def prompt_logprobs(self, rows: list[list[int]], top: int = 0) -> list[list]:
+    def prompt_logprobs(self, rows: list[list[int]], top: int = 0, wanted: list[int] | None = None) -> list[list]:
         """For each token of each row, its log-probability after the tokens before it (None for the
-        first) and, with `top`, the `top` most likely tokens there as {token id: logprob}. Rows run
-        in batches whose logits stay under about 1 GB."""
+        first) and, with `top`, the `top` most likely tokens there as {token id: logprob}; with
+        `wanted`, row i's tokens before wanted[i] may be left (None, None). The lean engine prefills
+        a beginning shared by neighbouring rows once; the plain loop runs rows in batches whose logits
+        stay under about 1 GB."""
+        self.prompt_tokens += sum(len(r) for r in rows)
+        if self._engine is not None:
+            return self._engine.prompt_logprobs(rows, top, self.batch_size, wanted)
         out: list[list] = [[] for _ in rows]
         vocab = self._hf.config.vocab_size
         for indices in self._batches(rows):
@@ -226,6 +231,21 @@ class TransformersBackend:
                 part = indices[start : start + step]
                 for i, found in zip(part, self._prompt_logprobs([rows[i] for i in part], top)):
                     out[i] = found
+        return out
+
+    def next_logprobs(self, rows: list[list[int]], top: int) -> list[dict[int, float]]:
+        """The `top` likeliest tokens after each row, {token id: logprob} from the likeliest down."""
+        self.prompt_tokens += sum(len(r) for r in rows)
+        if self._engine is not None:
+            return self._engine.next_logprobs(rows, top, self.batch_size)
+        out: list[dict] = [{} for _ in rows]
+        for indices in self._batches(rows):
+            ids, mask = self._left_padded([rows[i] for i in indices])
+            with torch.inference_mode():
+                logits = self._hf(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                                  logits_to_keep=1).logits[:, -1].float()
+            for i, found in zip(indices, decode.likeliest(logits.log_softmax(-1), top)):
+                out[i] = found
         return out
 
     def _prompt_logprobs(self, rows: list[list[int]], top: int) -> list[list]:
@@ -238,10 +258,7 @@ class TransformersBackend:
             pad = ids.shape[1] - len(row)
             logp = logits[b, pad:-1].float().log_softmax(-1)
             picked = logp.gather(-1, ids[b, pad + 1 :].unsqueeze(-1)).squeeze(-1).tolist()
-            tops = [None] * len(picked)
-            if top:
-                values, which = logp.topk(top, dim=-1)
-                tops = [dict(zip(w, v)) for w, v in zip(which.tolist(), values.tolist())]
+            tops = decode.likeliest(logp, top) if top else [None] * len(picked)
             found.append([(None, None)] + list(zip(picked, tops)))
         return found
 
