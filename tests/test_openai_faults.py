@@ -218,6 +218,6 @@ def test_too_few_samples_name_the_endpoint_that_was_asked(monkeypatch, prompt, p
     from caikit.backends.openai_backend import Endpoint, OpenAIBackend, ServerError
 
     backend = OpenAIBackend("m", Endpoint("http://127.0.0.1:9/v1", retries=0))
-    monkeypatch.setattr(backend, "_post", lambda *a, **k: {"choices": [{"index": 0, "text": "x", "message": {"content": "x"}}]})
+    monkeypatch.setattr(backend, "post", lambda *a, **k: {"choices": [{"index": 0, "text": "x", "message": {"content": "x"}}]})
     with pytest.raises(ServerError, match=f"{path}: asked for 2 samples, got 1"):
         backend.generate([prompt], SamplingParams(n=2, temperature=1.0, max_new_tokens=4))

@@ -4,7 +4,9 @@ backend speaks, so several pipeline processes (and machines) share it.
 Routes: `GET /v1/models`, `POST /v1/chat/completions` (n, temperature, top_p, max_tokens, stop,
 seed; `continue_final_message`), `POST /v1/completions` (text or token-id prompts, one or a list;
 `echo` with `logprobs` and `max_tokens: 0` gives prompt log-probabilities, as vLLM does; SGLang's
-`logprob_start_len` leaves those of earlier tokens null and uncomputed),
+`logprob_start_len` leaves those of earlier tokens null and uncomputed; `logprobs` with
+`max_tokens: 1` and temperature 0 gives the likeliest next token and its rivals, or with vLLM's
+`logprob_token_ids` the tokens asked for; `return_tokens_as_token_ids` as in vLLM),
 `POST /tokenize` (vLLM's shape: `prompt` or `messages`), `GET /health`.
 
 Echo requests are scored by the lean engine: rows sharing a beginning (one prompt with each of its
@@ -58,7 +60,9 @@ class Server:
         self.tok = backend.tokenizer
         runners = {"generate": lambda items, jobs: backend.generate_rows(items, details=True),
                    "logprobs": lambda items, jobs: backend.prompt_logprobs(
-                       items, top=max(j.options["top"] for j in jobs), wanted=[j.options["start"] for j in jobs for _ in j.items])}
+                       items, top=max(j.options["top"] for j in jobs), wanted=[j.options["start"] for j in jobs for _ in j.items]),
+                   "next": lambda items, jobs: backend.next_logprobs(
+                       items, top=max(j.options["top"] for j in jobs), extra=[j.options["ids"] for j in jobs for _ in j.items])}
         self.batcher = Batcher(runners, window, max_rows)
 
     # -- routes ------------------------------------------------------------------------------------
@@ -86,8 +90,11 @@ class Server:
         echo, top = bool(body.get("echo")), body.get("logprobs")
         if max_tokens == 0 and not echo:
             raise BadRequest("max_tokens 0 needs echo")
-        if top is not None and (max_tokens != 0 or not isinstance(top, int) or not 0 <= top <= 20):
-            raise BadRequest("caikit serve gives log-probabilities of prompt tokens only: echo with max_tokens 0 and logprobs 0-20")
+        if top is not None and not (isinstance(top, int) and not isinstance(top, bool) and 0 <= top <= 20):
+            raise BadRequest("logprobs must be a whole number from 0 to 20")
+        if top is not None and max_tokens != 0 and (max_tokens != 1 or echo or n != 1 or params.temperature != 0):
+            raise BadRequest("caikit serve gives log-probabilities of prompt tokens (echo, max_tokens 0) "
+                             "or of one greedy token (max_tokens 1, temperature 0, no echo)")
         start = body.get("logprob_start_len", 0)
         if not isinstance(start, int) or isinstance(start, bool) or start < 0:
             raise BadRequest("logprob_start_len must be a whole number of tokens")
@@ -98,6 +105,14 @@ class Server:
                         "logprobs": self.echoed(ids, f, top) if top is not None else None}
                        for i, (ids, f) in enumerate(zip(ids_list, found))]
             return self.reply("text_completion", choices, prompt_tokens, 0)
+        if top is not None:  # the likeliest next token and its `top` rivals
+            wanted, as_ids = body.get("logprob_token_ids") or [], bool(body.get("return_tokens_as_token_ids"))
+            if not isinstance(wanted, list) or len(wanted) > 128 or not all(isinstance(t, int) and 0 <= t < len(self.tok) for t in wanted):
+                raise BadRequest("logprob_token_ids must be a list of up to 128 valid token ids")
+            found = await self.batcher.run("next", ids_list, top=max(top, 1), ids=wanted)
+            choices = [{"index": i, "text": self.tok.decode([next(iter(f))]), "finish_reason": "length",
+                        "logprobs": self.following(ids, f, top, wanted, as_ids)} for i, (ids, f) in enumerate(zip(ids_list, found))]
+            return self.reply("text_completion", choices, prompt_tokens, len(ids_list))
         done = await self.generate(ids_list, params, n)
         choices = [{"index": k, "text": (self.tok.decode(ids_list[k // n]) if echo else "") + g.text, "finish_reason": g.finish,
                     "logprobs": None} for k, g in enumerate(done)]
@@ -175,6 +190,16 @@ class Server:
         offsets = [sum(len(t) for t in tokens[:k]) for k in range(len(tokens))]
         tops = [None if d is None else {self.tok.decode([w]): v for w, v in list(d.items())[:max(top, 1)]} for _, d in found]
         return {"tokens": tokens, "token_logprobs": [lp for lp, _ in found], "top_logprobs": tops, "text_offset": offsets}
+
+    def following(self, ids: list[int], found: dict, top: int, wanted: list[int], as_ids: bool) -> dict:
+        """The logprobs of a one-token answer, as vLLM gives them: with `wanted` (vLLM's
+        logprob_token_ids), those tokens' and the answer's in place of the top ones; `as_ids`
+        names tokens "token_id:N" (its return_tokens_as_token_ids)."""
+        name = (lambda t: f"token_id:{t}") if as_ids else (lambda t: self.tok.decode([t]))
+        (token, logprob), = list(found.items())[:1]
+        shown = [token, *wanted] if wanted else list(found)[:max(top, 1)]
+        return {"tokens": [name(token)], "token_logprobs": [logprob], "top_logprobs": [{name(t): found[t] for t in shown}],
+                "text_offset": [len(self.tok.decode(ids))]}
 
     def reply(self, kind: str, choices: list, prompt_tokens: int, completion_tokens: int) -> dict:
         return {"id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex[:24]}", "object": kind,

@@ -220,9 +220,9 @@ class Engine:
         return out
 
     @torch.inference_mode()
-    def next_logprobs(self, rows: list[list[int]], top: int, batch: int) -> list[dict[int, float]]:
-        """The `top` likeliest next tokens after each row, {id: logprob} from the likeliest down;
-        rows sharing a beginning have it prefilled once."""
+    def next_logprobs(self, rows: list[list[int]], top: int, batch: int, extra: list[list[int]] | None = None) -> list[dict[int, float]]:
+        """The `top` likeliest next tokens after each row, {id: logprob} from the likeliest down, then
+        those of row i's `extra[i]` tokens; rows sharing a beginning have it prefilled once."""
         out: list[dict] = [{} for _ in rows]
         order = sorted(range(len(rows)), key=lambda i: rows[i])
         for at in range(0, len(order), batch):
@@ -231,8 +231,9 @@ class Engine:
             heads, owners, starts = groups(mine) if self.share_prefixes else ([], [], [0] * len(mine))
             held = self.prefill(heads)[0] if heads else None
             _, after = self.prefill([r[s:] for r, s in zip(mine, starts)], (held, owners, starts) if held else None)
-            for i, found in zip(part, likeliest(after.log_softmax(-1), top)):
-                out[i] = found
+            logp = after.log_softmax(-1)
+            for b, (i, found) in enumerate(zip(part, likeliest(logp, top))):
+                out[i] = {**found, **{t: float(logp[b, t]) for t in (extra[i] if extra else [])}}
         return out
 
     def log_softmax_at(self, states: torch.Tensor, targets: list[int], top: int, chunk: int = 512) -> list[tuple]:

@@ -233,19 +233,21 @@ class TransformersBackend:
                     out[i] = found
         return out
 
-    def next_logprobs(self, rows: list[list[int]], top: int) -> list[dict[int, float]]:
-        """The `top` likeliest tokens after each row, {token id: logprob} from the likeliest down."""
+    def next_logprobs(self, rows: list[list[int]], top: int, extra: list[list[int]] | None = None) -> list[dict[int, float]]:
+        """The `top` likeliest tokens after each row, {token id: logprob} from the likeliest down,
+        then those of row i's `extra[i]` tokens."""
         self.prompt_tokens += sum(len(r) for r in rows)
         if self._engine is not None:
-            return self._engine.next_logprobs(rows, top, self.batch_size)
+            return self._engine.next_logprobs(rows, top, self.batch_size, extra)
         out: list[dict] = [{} for _ in rows]
         for indices in self._batches(rows):
             ids, mask = self._left_padded([rows[i] for i in indices])
             with torch.inference_mode():
                 logits = self._hf(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                                   logits_to_keep=1).logits[:, -1].float()
-            for i, found in zip(indices, decode.likeliest(logits.log_softmax(-1), top)):
-                out[i] = found
+            logp = logits.log_softmax(-1)
+            for b, (i, found) in enumerate(zip(indices, decode.likeliest(logp, top))):
+                out[i] = {**found, **{t: float(logp[b, t]) for t in (extra[i] if extra else [])}}
         return out
 
     def _prompt_logprobs(self, rows: list[list[int]], top: int) -> list[list]:

@@ -1,0 +1,254 @@
+"""How the openai backend scores choices, and the probe that picks the way a server allows.
+
+Methods, the one used recorded in provenance as `scoring`:
+- `prompt-logprobs` (exact): the prompt tokenized exactly as the transformers backend does (with
+  the `tokenizer` given, or by the server's `/tokenize`, which applies the server's own chat
+  template), each choice's tokens appended, and `/v1/completions` with `echo`, `logprobs` and
+  `max_tokens: 0` returns the log-probability of every token; a choice scores the sum over its
+  tokens. All choices of a prompt go in one request (a list of prompts) where the server takes
+  lists. vLLM skips its prefix cache for any request asking for prompt log-probs, so it prefills
+  the prompt once per choice; `caikit serve` prefills it once and, told SGLang's
+  `logprob_start_len`, computes log-probs of the choice tokens only.
+- `first-token`: for choices one token apart (` (A)` / ` (B)`: the same tokens but one), one
+  request ending before that token asks for one greedy token with its log-probs; each choice
+  scores its token's log-probability there. No prompt log-probs are asked for, so the server's
+  prefix cache serves the prompt. vLLM (0.33+) is asked for exactly the choices' token ids
+  (`logprob_token_ids`); elsewhere the choices are looked up in the top 20, a choice missing
+  from them gets the smallest listed (an upper bound). Tokens after the differing one (the `)`)
+  are not scored: an approximation of the exact method, measured in docs/servers.md.
+- `top-logprobs` (an approximation, for servers that return only the top log-probabilities of
+  generated chat tokens, as hosted APIs and Ollama do): the model answers greedily with
+  `top_logprobs=20`; at the first answer token where a choice's distinguishing text (" (A)" vs
+  " (B)": "A" vs "B") is among the top tokens, each choice scores that token's log-probability,
+  a missing one the smallest listed; if no position shows a choice, all score equal (counted).
+
+`auto` takes the first that works, in that order. A server's echoed log-probs are used only if
+they agree with its own next-token log-probs at the same position (`check_echo`): a server that
+shifts its echo by one token (llama-cpp-python 0.3 does) would otherwise give confident nonsense.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from caikit.backends.protocol import Prompt, continues_assistant
+from caikit.errors import CaikitError
+
+log = logging.getLogger(__name__)
+METHODS = ("auto", "prompt-logprobs", "first-token", "top-logprobs")
+TOP_K = 20
+PROBE = "One, two, three, four, five, six"  # its last token is near-certain, so in any top 20
+TOLERANCE = 0.25  # nats between a server's echo and its own next-token log-prob (bf16 noise is far less)
+
+
+class Scoring:
+    """What a server allows for scoring (probed once), and scoring by it."""
+
+    def __init__(self, backend):  # an OpenAIBackend: its requests, tokens and counters
+        self.b = backend
+        self.method: str | None = None
+        self.lists = False  # several prompts in one /v1/completions request
+        self.by_id: bool | None = None  # takes vLLM's logprob_token_ids and return_tokens_as_token_ids
+        self.unmatched = 0
+
+    # -- deciding ---------------------------------------------------------------------------------
+
+    def decide(self) -> str:
+        """The method to use: the one asked for, or with `auto` the first the server allows; exit 2
+        with one line if none works, a warning line saying why when `auto` settles below exact."""
+        if self.method:
+            return self.method
+        wanted, notes, ids = self.b.endpoint.scoring, [], None
+        if wanted != "top-logprobs":
+            try:
+                ids = self.b.encode_text(PROBE, special=True)
+            except CaikitError as err:
+                notes.append(str(err))
+        if ids and wanted in ("auto", "prompt-logprobs"):
+            self.method = self._try(notes, "prompt log-probs", lambda: self.check_echo(ids), "prompt-logprobs")
+        if not self.method and ids and wanted in ("auto", "first-token"):
+            self.method = self._try(notes, "next-token log-probs", lambda: self.next_token(ids[:-1], [ids[-1]], retries=1),
+                                    "first-token")
+        if not self.method and wanted in ("auto", "top-logprobs"):
+            self.method = self._try(notes, "top log-probs", lambda: self.top_logprobs([{"role": "user", "content": "Hi"}], retries=1),
+                                    "top-logprobs")
+        if not self.method:
+            raise CaikitError(f"{self.b.endpoint.base_url}: cannot score choices with this server ({'; '.join(notes)})")
+        if self.method != "prompt-logprobs":
+            log.warning("%s: scoring choices by %s, an approximation%s", self.b.endpoint.base_url, self.method,
+                        f" ({'; '.join(notes)})" if notes else "")
+        self.b.details["scoring"] = self.method
+        if self.method != "top-logprobs":  # how the requests went
+            self.b.details["requests"] = ("one per prompt" if self.lists else "one per choice") if self.method == "prompt-logprobs" else (
+                "token ids asked for" if self.by_id else f"top {TOP_K}")
+        return self.method
+
+    @staticmethod
+    def _try(notes: list, what: str, probe, method: str) -> str | None:
+        try:
+            probe()
+            return method
+        except CaikitError as err:
+            notes.append(f"{what}: {err}")
+            return None
+
+    def check_echo(self, ids: list[int]) -> None:
+        """Raise unless the echo's log-prob of the probe's last token equals the server's own
+        log-prob of that token as a one-token answer after the tokens before it. Learns on the way
+        whether the server takes a list of prompts."""
+        try:
+            echo = self.prompt_logprobs([ids, ids[:-1]], 0, retries=1, raw=True)[0]
+            self.lists = True
+        except CaikitError:
+            echo = self.prompt_logprobs([ids], 0, retries=1, raw=True)[0]
+        token, echoed = echo["tokens"][-1], float(echo["token_logprobs"][-1])
+        try:
+            found, shown = self.next_token(ids[:-1], [ids[-1]], retries=1)
+        except CaikitError as err:
+            raise CaikitError(f"its echo cannot be checked against a one-token answer ({err})") from None
+        theirs, echo_top = found.get(ids[-1], shown.get(token)), (echo.get("top_logprobs") or [None])[-1]
+        if theirs is None and echo_top:  # not among its top 20: compare the likeliest token there instead
+            token, echoed = max(echo_top.items(), key=lambda kv: kv[1])
+            theirs = shown.get(token, float("inf")) if token == max(shown, key=shown.get) else float("inf")
+        if theirs is None:
+            raise CaikitError(f"its one-token answer does not show {token!r}, so its echo cannot be checked")
+        if abs(echoed - theirs) > TOLERANCE:
+            raise CaikitError(f"it echoes log-prob {echoed:.2f} for {token!r} where its own next-token log-prob is {theirs:.2f} (or it is not its likeliest): "
+                              "its echo is misaligned (shifted by a token?), so it is not used")
+
+    # -- scoring ----------------------------------------------------------------------------------
+
+    def score(self, prompt: Prompt, choices: list[str]) -> list[float]:
+        method = self.decide()
+        if method == "prompt-logprobs":
+            return self.exact(prompt, choices)
+        if method == "first-token":
+            ids, tails = self.b.encode(prompt), [self.b.encode_text(c) for c in choices]
+            at = one_token_apart(tails)
+            if at is not None:
+                return self.first_token(ids + tails[0][:at], [t[at] for t in tails], choices)
+            if self.b.endpoint.scoring == "first-token":
+                raise CaikitError(f"scoring=first-token needs choices one token apart (like ' (A)' / ' (B)'), not {choices!r}: "
+                                  "use prompt-logprobs or top-logprobs")
+        return self.approximate(prompt, choices)
+
+    def first_token(self, ids: list[int], wanted: list[int], choices: list[str]) -> list[float]:
+        found, shown = self.next_token(ids, wanted)
+        for t, key in zip(wanted, distinguishing(choices)):  # without token ids or texts: by what tells them apart
+            if t not in found and (seen := [lp for tok, lp in shown.items() if shows(tok, key)]):
+                found[t] = max(seen)
+        if len(found) < len(wanted):
+            self.unmatched += 1
+        return [found.get(t, min(shown.values())) for t in wanted]
+
+    def exact(self, prompt: Prompt, choices: list[str]) -> list[float]:
+        ids = self.b.encode(prompt)
+        rows = [ids + self.b.encode_text(c) for c in choices]
+        if any(len(r) == len(ids) for r in rows):
+            raise ValueError("score_choices: a choice is empty after tokenization")
+        if self.lists:
+            found = self.prompt_logprobs(rows, len(ids))
+        else:
+            found = [self.prompt_logprobs([r], len(ids))[0] for r in rows]
+        return [sum(f[len(ids):]) for f in found]
+
+    def prompt_logprobs(self, rows: list[list[int]], start: int, retries: int | None = None, raw: bool = False) -> list:
+        """Log-prob of every token of each row from `start` on (0.0 before), by echo; with `raw`, the
+        replies' logprobs objects."""
+        body = {"model": self.b.model, "prompt": rows if len(rows) > 1 else rows[0], "echo": True, "logprobs": 1, "max_tokens": 0,
+                "temperature": 0}
+        if start and self.b.owner == "caikit":  # (SGLang's name; vLLM would not know it)
+            body["logprob_start_len"] = start
+        url = self.b.url("/completions")
+        reply = self.b.post("/completions", body, retries=retries)
+        self.b.prompt_tokens += sum(len(r) for r in rows)
+        try:
+            got = [c["logprobs"] for c in sorted(reply["choices"], key=lambda c: c.get("index", 0))]
+            values = [g["token_logprobs"] for g in got]
+        except (KeyError, IndexError, TypeError):
+            raise CaikitError(f"{url}: echo with logprobs returned no prompt log-probabilities") from None
+        if len(values) != len(rows) or any(len(v) < len(r) or any(x is None for x in v[max(start, 1) : len(r)])
+                                           for v, r in zip(values, rows)):
+            raise CaikitError(f"{url}: prompt log-probabilities do not cover the prompts' tokens")
+        if raw:
+            return got
+        return [[0.0] * max(start, 1) + [float(x) for x in v[max(start, 1) : len(r)]] for v, r in zip(values, rows)]
+
+    def next_token(self, ids: list[int], wanted: list[int], retries: int | None = None) -> tuple[dict[int, float], dict[str, float]]:
+        """From one greedy token after `ids`: the log-probs of the tokens `wanted` that the reply
+        shows ({id: logprob}) and everything it shows ({token: logprob})."""
+        body = {"model": self.b.model, "prompt": ids, "max_tokens": 1, "temperature": 0, "logprobs": TOP_K}
+        if self.by_id is not False:  # (None: not yet known)
+            body.update(logprobs=1, logprob_token_ids=sorted(set(wanted)), return_tokens_as_token_ids=True)
+        try:
+            reply = self.b.post("/completions", body, retries=retries)
+        except CaikitError:
+            if self.by_id is not None:
+                raise
+            self.by_id = False
+            return self.next_token(ids, wanted, retries)
+        self.b.prompt_tokens += len(ids)
+        try:
+            shown = {str(k): float(v) for k, v in reply["choices"][0]["logprobs"]["top_logprobs"][0].items()}
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+            shown = {}
+        if not shown:
+            raise CaikitError(f"{self.b.url('/completions')}: a one-token answer came without top log-probs")
+        if self.by_id is None:
+            self.by_id = all(f"token_id:{t}" in shown for t in wanted)
+            if not self.by_id:  # the server does not know vLLM's logprob_token_ids: ask again for the top 20
+                return self.next_token(ids, wanted, retries)
+        keys = {t: f"token_id:{t}" if self.by_id else self.b.decode(t) for t in wanted}
+        return {t: shown[k] for t, k in keys.items() if k in shown}, shown
+
+    def top_logprobs(self, prompt: Prompt, retries: int | None = None) -> list[dict[str, float]]:
+        """Top log-probs of each greedy answer token, as [{token text: logprob}]."""
+        body = {"model": self.b.model, "max_tokens": 8, "temperature": 0, "logprobs": True, "top_logprobs": TOP_K}
+        prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        body["messages"] = prompt
+        if continues_assistant(prompt):
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        reply = self.b.post("/chat/completions", body, retries=retries)
+        self.b.prompt_tokens += (reply.get("usage") or {}).get("prompt_tokens") or 0
+        self.b.generated_tokens += (reply.get("usage") or {}).get("completion_tokens") or 0
+        try:
+            content = reply["choices"][0]["logprobs"]["content"]
+            return [{t["token"]: float(t["logprob"]) for t in step["top_logprobs"]} for step in content]
+        except (KeyError, IndexError, TypeError):
+            raise CaikitError(f"{self.b.url('/chat/completions')}: the reply has no top_logprobs") from None
+
+    def approximate(self, prompt: Prompt, choices: list[str]) -> list[float]:
+        keys = distinguishing(choices)
+        for step in self.top_logprobs(prompt):
+            found = [max((lp for tok, lp in step.items() if shows(tok, key)), default=None) for key in keys]
+            if any(v is not None for v in found):
+                floor = min(step.values())
+                return [v if v is not None else floor for v in found]
+        self.unmatched += 1
+        log.warning("%s: no choice among the top log-probs of the answer (%d prompts so far): scored equal", self.b.model, self.unmatched)
+        return [0.0] * len(choices)
+
+
+def one_token_apart(tails: list[list[int]]) -> int | None:
+    """Where choices' tokens differ, if they differ in that one position only (else None)."""
+    if len(tails) < 2 or len({len(t) for t in tails}) != 1:
+        return None
+    at = next((k for k in range(len(tails[0])) if len({t[k] for t in tails}) > 1), None)
+    if at is None or len({t[at] for t in tails}) != len(tails) or len({tuple(t[at + 1 :]) for t in tails}) != 1:
+        return None
+    return at
+
+
+def distinguishing(choices: list[str]) -> list[str]:
+    """What tells the choices apart: " (A)" and " (B)" -> "A" and "B"."""
+    stripped = [c.strip() for c in choices]
+    if len(stripped) < 2:
+        return stripped
+    head = len(os.path.commonprefix(stripped))
+    tail = len(os.path.commonprefix([s[::-1] for s in stripped]))
+    return [s[head : len(s) - tail] or s for s in stripped]
+
+
+def shows(token: str, key: str) -> bool:
+    text = token.strip().strip("()[]").strip()
+    return bool(text) and (text == key or (len(key) > 1 and key.startswith(text)))
