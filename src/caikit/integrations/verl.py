@@ -17,8 +17,9 @@ up in its reward-loop registry, which has no `batch`.
 
 verl passes the decoded response (`solution_str`), the dataset's `reward_model.ground_truth` and its
 `extra_info`, but not the prompt: put the prompt in `extra_info["prompt"]` (a string or a list of
-{role, content}) when preparing the parquet files (`question` and `raw_prompt` are read too). The
-ground truth is sent as the reference answer, which a `vs-reference` server compares against.
+{role, content}) when preparing the parquet files (`question` and `raw_prompt` are read too), or use
+caikit's reward manager (caikit/integrations/verl_manager.py), which reads verl's own `raw_prompt`.
+The ground truth is sent as the reference answer, which a `vs-reference` server compares against.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def _rewards(reply) -> list[float] | None:
 
 
 def _post(prompts: list, responses: list[str], references: list, tries: int = TRIES) -> list[float]:
+    """Rewards from the server, blocking; 5xx replies and dropped connections tried again."""
     import httpx
 
     url, body, headers = _request(prompts, responses, references)
@@ -74,7 +76,8 @@ def _post(prompts: list, responses: list[str], references: list, tries: int = TR
     raise RuntimeError(f"caikit reward: {url} kept failing (HTTP {reply.status_code})")
 
 
-async def _apost(prompts: list, responses: list[str], references: list, tries: int = TRIES) -> list[float]:
+async def score_async(prompts: list, responses: list[str], references: list, tries: int = TRIES) -> list[float]:
+    """Rewards from the server, as a coroutine; 5xx replies and dropped connections tried again."""
     import httpx
 
     url, body, headers = _request(prompts, responses, references)
@@ -99,7 +102,7 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
 
 async def compute_score_async(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> float:
     """One sample, as a coroutine: verl's reward-loop managers await it, many samples at once."""
-    return (await _apost([_prompt(extra_info)], [solution_str], [ground_truth]))[0]
+    return (await score_async([_prompt(extra_info)], [solution_str], [ground_truth]))[0]
 
 
 def compute_score_batch(data_sources, solution_strs, ground_truths, extra_infos, **kwargs) -> list[float]:
