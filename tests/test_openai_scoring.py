@@ -97,8 +97,9 @@ def shift_echo(path, body, data):
     """llama-cpp-python 0.3's fault: each prompt token gets the log-prob its successor should."""
     if path == "/v1/completions" and body.get("echo"):
         for choice in data["choices"]:
-            values = choice["logprobs"]["token_logprobs"]
+            values, tops = choice["logprobs"]["token_logprobs"], choice["logprobs"]["top_logprobs"]
             choice["logprobs"]["token_logprobs"] = [None] + values[2:] + [-16.0]
+            choice["logprobs"]["top_logprobs"] = [None] + tops[2:] + [{"\n": -0.5}]
 
 
 def test_a_misaligned_echo_is_refused(inner, caplog):
@@ -143,3 +144,31 @@ def test_sglang_tokenize_form_is_retried(inner, tiny_backend):
         client = remote(url)
         assert client.score_choices(PROMPTS[:1], CHOICES)[0] == pytest.approx(tiny_backend.score_choices(PROMPTS[:1], CHOICES)[0], abs=1e-4)
     assert any(path == "/tokenize" and "add_generation_prompt" not in b for path, b in seen)
+
+
+def text_only(path, body):
+    """A server that takes text prompts only, and answers echo with one generated token after them."""
+    if path == "/v1/completions":
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        if not all(isinstance(p, str) for p in prompts):
+            return "prompt must be a string or a list of strings"
+        if body.get("echo") and body.get("max_tokens") == 1:
+            body["max_tokens"] = 0  # (caikit serve's way of giving the same log-probs)
+
+
+def test_text_only_servers_get_the_rendered_text(inner, tiny_backend, tiny_model):
+    with Running(proxy(inner, change_request=text_only)) as url:
+        client = remote(url, tokenizer=str(tiny_model))
+        got, want = client.score_choices(PROMPTS, CHOICES), tiny_backend.score_choices(PROMPTS, CHOICES)
+        assert max(abs(x - y) for g, w in zip(got, want) for x, y in zip(g, w)) < 1e-4
+        assert client.details["scoring"] == "prompt-logprobs" and client.details["prompts"] == "text"
+        with pytest.raises(CaikitError, match="cannot score choices") as refused:  # (and caikit serve has no chat log-probs)
+            remote(url).check_scoring()
+        assert "over text" not in str(refused.value), "without a tokenizer there is no text to send"
+    with Running(proxy(inner, change_request=text_only, change_reply=shift_echo)) as url:
+        client = remote(url, tokenizer=str(tiny_model))
+        assert client.check_scoring() == "first-token" and client.details["prompts"] == "text"
+        with Running(inner) as plain:
+            by_ids = remote(plain, scoring="first-token").score_choices(PROMPTS, CHOICES)
+        got = client.score_choices(PROMPTS, CHOICES)
+        assert max(abs(x - y) for g, w in zip(got, by_ids) for x, y in zip(g, w)) < 1e-4

@@ -22,7 +22,9 @@ Methods, the one used recorded in provenance as `scoring`:
   " (B)": "A" vs "B") is among the top tokens, each choice scores that token's log-probability,
   a missing one the smallest listed; if no position shows a choice, all score equal (counted).
 
-`auto` takes the first that works, in that order. A server's echoed log-probs are used only if
+`auto` takes the first that works, in that order. Prompts go as token ids; to a server that takes
+text only (llama-cpp-python), as the text the client's tokenizer (`tokenizer=`) renders, the
+server's own tokens read back by their text offsets. A server's echoed log-probs are used only if
 they agree with its own next-token log-probs at the same position (`check_echo`): a server that
 shifts its echo by one token (llama-cpp-python 0.3 does) would otherwise give confident nonsense.
 """
@@ -49,6 +51,8 @@ class Scoring:
         self.method: str | None = None
         self.lists = False  # several prompts in one /v1/completions request
         self.by_id: bool | None = None  # takes vLLM's logprob_token_ids and return_tokens_as_token_ids
+        self.last_top: dict | None = None  # the top log-probs an echo gave at its last prompt token
+        self.text = False  # prompts go as text (rendered by the client's tokenizer): the server takes no token ids
         self.unmatched = 0
 
     # -- deciding ---------------------------------------------------------------------------------
@@ -64,23 +68,30 @@ class Scoring:
                 ids = self.b.encode_text(PROBE, special=True)
             except CaikitError as err:
                 notes.append(str(err))
-        if ids and wanted in ("auto", "prompt-logprobs"):
-            self.method = self._try(notes, "prompt log-probs", lambda: self.check_echo(ids), "prompt-logprobs")
-        if not self.method and ids and wanted in ("auto", "first-token"):
-            self.method = self._try(notes, "next-token log-probs", lambda: self.next_token(ids[:-1], [ids[-1]], retries=1),
-                                    "first-token")
+        for self.text in (False, True) if ids and self.b.tokenizer() is not None else (False,) if ids else ():
+            how, self.by_id = " over text prompts" if self.text else "", None
+            if wanted in ("auto", "prompt-logprobs"):
+                self.method = self._try(notes, f"prompt log-probs{how}", lambda: self.check_echo(ids), "prompt-logprobs")
+            if not self.method and wanted in ("auto", "first-token"):
+                self.method = self._try(notes, f"next-token log-probs{how}", lambda: self.next_token(ids[:-1], [ids[-1]], retries=1),
+                                        "first-token")
+            if self.method:
+                break
         if not self.method and wanted in ("auto", "top-logprobs"):
+            self.text = False
             self.method = self._try(notes, "top log-probs", lambda: self.top_logprobs([{"role": "user", "content": "Hi"}], retries=1),
                                     "top-logprobs")
         if not self.method:
             raise CaikitError(f"{self.b.endpoint.base_url}: cannot score choices with this server ({'; '.join(notes)})")
-        if self.method != "prompt-logprobs":
-            log.warning("%s: scoring choices by %s, an approximation%s", self.b.endpoint.base_url, self.method,
-                        f" ({'; '.join(notes)})" if notes else "")
+        if self.method != "prompt-logprobs" or notes:
+            log.warning("%s: scoring choices by %s%s%s", self.b.endpoint.base_url, self.method,
+                        "" if self.method == "prompt-logprobs" else ", an approximation", f" ({'; '.join(notes)})" if notes else "")
         self.b.details["scoring"] = self.method
         if self.method != "top-logprobs":  # how the requests went
             self.b.details["requests"] = ("one per prompt" if self.lists else "one per choice") if self.method == "prompt-logprobs" else (
                 "token ids asked for" if self.by_id else f"top {TOP_K}")
+            if self.text:
+                self.b.details["prompts"] = "text"
         return self.method
 
     @staticmethod
@@ -94,26 +105,26 @@ class Scoring:
 
     def check_echo(self, ids: list[int]) -> None:
         """Raise unless the echo's log-prob of the probe's last token equals the server's own
-        log-prob of that token as a one-token answer after the tokens before it. Learns on the way
+        log-prob of that token as a one-token answer after the text before it. Learns on the way
         whether the server takes a list of prompts."""
         try:
-            echo = self.prompt_logprobs([ids, ids[:-1]], 0, retries=1, raw=True)[0]
+            echoed = self.echo([ids, ids[:-1]], retries=1)[0]
             self.lists = True
         except CaikitError:
-            echo = self.prompt_logprobs([ids], 0, retries=1, raw=True)[0]
-        token, echoed = echo["tokens"][-1], float(echo["token_logprobs"][-1])
+            echoed = self.echo([ids], retries=1)[0]
+        token, logprob, offset = echoed[-1]
         try:
-            found, shown = self.next_token(ids[:-1], [ids[-1]], retries=1)
+            found, shown = self.next_token(self.wire(ids)[:offset] if self.text else ids[:-1], [ids[-1]], retries=1)
         except CaikitError as err:
             raise CaikitError(f"its echo cannot be checked against a one-token answer ({err})") from None
-        theirs, echo_top = found.get(ids[-1], shown.get(token)), (echo.get("top_logprobs") or [None])[-1]
-        if theirs is None and echo_top:  # not among its top 20: compare the likeliest token there instead
-            token, echoed = max(echo_top.items(), key=lambda kv: kv[1])
-            theirs = shown.get(token, float("inf")) if token == max(shown, key=shown.get) else float("inf")
+        theirs = found.get(ids[-1], shown.get(token))
+        if theirs is None and self.last_top:  # not among its top 20 (a weak model): compare the likeliest tokens there
+            token, logprob = max(self.last_top.items(), key=lambda kv: kv[1])
+            theirs = shown[token] if token == max(shown, key=shown.get) else float("-inf")
         if theirs is None:
             raise CaikitError(f"its one-token answer does not show {token!r}, so its echo cannot be checked")
-        if abs(echoed - theirs) > TOLERANCE:
-            raise CaikitError(f"it echoes log-prob {echoed:.2f} for {token!r} where its own next-token log-prob is {theirs:.2f} (or it is not its likeliest): "
+        if abs(logprob - theirs) > TOLERANCE:
+            raise CaikitError(f"it echoes log-prob {logprob:.2f} for {token!r} where its own next-token log-prob is {theirs:.2f}: "
                               "its echo is misaligned (shifted by a token?), so it is not used")
 
     # -- scoring ----------------------------------------------------------------------------------
@@ -146,38 +157,60 @@ class Scoring:
         rows = [ids + self.b.encode_text(c) for c in choices]
         if any(len(r) == len(ids) for r in rows):
             raise ValueError("score_choices: a choice is empty after tokenization")
-        if self.lists:
-            found = self.prompt_logprobs(rows, len(ids))
-        else:
-            found = [self.prompt_logprobs([r], len(ids))[0] for r in rows]
-        return [sum(f[len(ids):]) for f in found]
+        found = self.echo(rows, len(ids)) if self.lists else [self.echo([r], len(ids))[0] for r in rows]
+        if not self.text:
+            return [sum(lp for _, lp, _ in f[len(ids):]) for f in found]
+        start = len(self.wire(ids))  # (the server tokenized the text itself: the choice starts at this character)
+        if not all(any(o == start for _, _, o in f) for f in found):
+            raise CaikitError(f"{self.b.url('/completions')}: the server's tokens run across the start of a choice; "
+                              "score with token-id prompts or scoring=first-token")
+        return [sum(lp for _, lp, o in f if o >= start) for f in found]
 
-    def prompt_logprobs(self, rows: list[list[int]], start: int, retries: int | None = None, raw: bool = False) -> list:
-        """Log-prob of every token of each row from `start` on (0.0 before), by echo; with `raw`, the
-        replies' logprobs objects."""
-        body = {"model": self.b.model, "prompt": rows if len(rows) > 1 else rows[0], "echo": True, "logprobs": 1, "max_tokens": 0,
-                "temperature": 0}
-        if start and self.b.owner == "caikit":  # (SGLang's name; vLLM would not know it)
+    def echo(self, rows: list[list[int]], start: int = 0, retries: int | None = None) -> list[list[tuple[str, float, int]]]:
+        """(token, log-prob, text offset) of each prompt token of each row, by echo; the first token's
+        log-prob, and those before token `start` (caikit serve is told not to compute them), are 0."""
+        texts = [self.wire(r) for r in rows]
+        body = {"model": self.b.model, "prompt": texts if len(rows) > 1 else texts[0], "echo": True, "logprobs": 1,
+                "max_tokens": 1 if self.text else 0, "temperature": 0}  # (llama-cpp-python reads max_tokens 0 as "no limit")
+        if start and self.b.owner == "caikit" and not self.text:  # (SGLang's name; vLLM would not know it)
             body["logprob_start_len"] = start
         url = self.b.url("/completions")
         reply = self.b.post("/completions", body, retries=retries)
         self.b.prompt_tokens += sum(len(r) for r in rows)
         try:
             got = [c["logprobs"] for c in sorted(reply["choices"], key=lambda c: c.get("index", 0))]
-            values = [g["token_logprobs"] for g in got]
+            entries = [list(zip(g["tokens"], g["token_logprobs"], g.get("text_offset") or [0] * len(g["tokens"]))) for g in got]
+            self.last_top = (got[0].get("top_logprobs") or [None])[len(entries[0]) - 1 if self.text else len(rows[0]) - 1]
         except (KeyError, IndexError, TypeError):
             raise CaikitError(f"{url}: echo with logprobs returned no prompt log-probabilities") from None
-        if len(values) != len(rows) or any(len(v) < len(r) or any(x is None for x in v[max(start, 1) : len(r)])
-                                           for v, r in zip(values, rows)):
+        if self.text:  # the prompt's tokens are those starting inside its text
+            entries = [[e for e in es if e[2] < len(t)] for es, t in zip(entries, texts)]
+        else:
+            entries = [es[: len(r)] for es, r in zip(entries, rows)]
+        if len(entries) != len(rows) or any(len(es) < (2 if self.text else len(r)) for es, r in zip(entries, rows)):
             raise CaikitError(f"{url}: prompt log-probabilities do not cover the prompts' tokens")
-        if raw:
-            return got
-        return [[0.0] * max(start, 1) + [float(x) for x in v[max(start, 1) : len(r)]] for v, r in zip(values, rows)]
+        out = []
+        for es, r in zip(entries, rows):
+            first = 1 if self.text else max(start, 1)
+            if any(lp is None for _, lp, _ in es[first:]):
+                raise CaikitError(f"{url}: prompt log-probabilities do not cover the prompts' tokens")
+            out.append([(t, 0.0, o) for t, _, o in es[:first]] + [(t, float(lp), o) for t, lp, o in es[first:]])
+        return out
 
-    def next_token(self, ids: list[int], wanted: list[int], retries: int | None = None) -> tuple[dict[int, float], dict[str, float]]:
-        """From one greedy token after `ids`: the log-probs of the tokens `wanted` that the reply
-        shows ({id: logprob}) and everything it shows ({token: logprob})."""
-        body = {"model": self.b.model, "prompt": ids, "max_tokens": 1, "temperature": 0, "logprobs": TOP_K}
+    def wire(self, ids: list[int]) -> list[int] | str:
+        """A prompt as sent: token ids, or for servers that take text only, the text they decode to
+        (a leading begin-of-text token left for the server to add)."""
+        if not self.text:
+            return ids
+        tok = self.b.tokenizer()
+        if tok.bos_token_id is not None and ids[:1] == [tok.bos_token_id]:
+            ids = ids[1:]
+        return tok.decode(ids, skip_special_tokens=False)
+
+    def next_token(self, ids: list[int] | str, wanted: list[int], retries: int | None = None) -> tuple[dict[int, float], dict[str, float]]:
+        """From one greedy token after `ids` (or a text): the log-probs of the tokens `wanted` that the
+        reply shows ({id: logprob}) and everything it shows ({token: logprob})."""
+        body = {"model": self.b.model, "prompt": self.wire(ids) if isinstance(ids, list) else ids, "max_tokens": 1, "temperature": 0, "logprobs": TOP_K}
         if self.by_id is not False:  # (None: not yet known)
             body.update(logprobs=1, logprob_token_ids=sorted(set(wanted)), return_tokens_as_token_ids=True)
         try:
@@ -187,7 +220,7 @@ class Scoring:
                 raise
             self.by_id = False
             return self.next_token(ids, wanted, retries)
-        self.b.prompt_tokens += len(ids)
+        self.b.prompt_tokens += len(ids) if isinstance(ids, list) else 0
         try:
             shown = {str(k): float(v) for k, v in reply["choices"][0]["logprobs"]["top_logprobs"][0].items()}
         except (KeyError, IndexError, TypeError, AttributeError, ValueError):
