@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from caikit import models
-from caikit.backends import SamplingParams, decode
+from caikit.backends import SamplingParams, decode, sampling
 from caikit.backends.hf import TransformersBackend
 
 SYSTEM = {"role": "system", "content": "You are a careful assistant. Answer the question below in one short sentence. " * 3}
@@ -67,13 +67,13 @@ def test_the_sampler_draws_only_from_the_nucleus():
     generators = [torch.Generator().manual_seed(k) for k in range(6)]
     seen = [set() for _ in range(6)]
     for _ in range(300):
-        for k, token in enumerate(decode.sample(logits, temperature, top_p, generators)):
+        for k, token in enumerate(sampling.sample(logits, temperature, top_p, generators)):
             seen[k].add(token)
     for k in range(6):
         assert seen[k] <= allowed[k], k
     assert len(seen[0]) > 64  # the flat row's nucleus is larger than the top-64 fast path
     assert seen[3] == allowed[3] and len(seen[4]) > 100
-    greedy = decode.sample(logits, temperature, top_p, [None] * 6)
+    greedy = sampling.sample(logits, temperature, top_p, [None] * 6)
     assert greedy == logits.argmax(-1).tolist()
 
 

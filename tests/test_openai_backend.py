@@ -53,7 +53,7 @@ def test_choice_scores_match_the_in_process_backend(server, tiny_backend, tiny_m
     prompts = CONVERSATIONS + ["The answer is:"]
     got, want = client.score_choices(prompts, CHOICES), tiny_backend.score_choices(prompts, CHOICES)
     assert max(abs(x - y) for g, w in zip(got, want) for x, y in zip(g, w)) < 1e-4
-    assert client.details == {"endpoint": server, "scoring": "prompt-logprobs", "requests": "one per prompt"}
+    assert client.details == {"endpoint": server, "scoring": "prompt-logprobs", "requests": "up to 16 prompts per request"}
 
 
 def caikit(*args):

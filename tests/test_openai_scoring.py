@@ -56,17 +56,21 @@ def remote(url, **endpoint):
     return build("openai", f"openai:tiny@{url}", endpoint={"retries": 0, "backoff": 0.01, **endpoint})
 
 
-def test_exact_scoring_sends_a_prompts_choices_in_one_request(inner, tiny_backend):
+@pytest.mark.parametrize("batch_size", [1, 2, 16])
+def test_exact_scoring_sends_several_prompts_choices_in_one_request(inner, tiny_backend, batch_size):
     seen = []
     with Running(proxy(inner, seen=seen)) as url:
-        client = remote(url)
+        client = build("openai", f"openai:tiny@{url}", endpoint={"retries": 0}, batch_size=batch_size)
         got = client.score_choices(PROMPTS, CHOICES)
     want = tiny_backend.score_choices(PROMPTS, CHOICES)
     assert max(abs(x - y) for g, w in zip(got, want) for x, y in zip(g, w)) < 1e-4
-    assert client.details == {"endpoint": url, "scoring": "prompt-logprobs", "requests": "one per prompt"}
+    assert client.details == {"endpoint": url, "scoring": "prompt-logprobs",
+                              "requests": "one per prompt" if batch_size == 1 else f"up to {batch_size} prompts per request"}
     scored = [b for path, b in seen if path == "/v1/completions" and b.get("echo")][1:]  # (after the probe's)
-    assert len(scored) == len(PROMPTS) and all(len(b["prompt"]) == 2 for b in scored)
-    assert all(b["logprob_start_len"] > 0 for b in scored), "caikit serve is told where the choices start"
+    sizes = [min(batch_size, len(PROMPTS) - i) for i in range(0, len(PROMPTS), batch_size)]
+    assert sorted(len(b["prompt"]) for b in scored) == sorted(2 * n for n in sizes)
+    starts = [s for b in scored for s in b["logprob_start_len"]]
+    assert len(starts) == 2 * len(PROMPTS) and all(s > 0 for s in starts), "caikit serve is told where each choice starts"
 
 
 def test_first_token_scoring_asks_for_the_choices_token_ids(inner, tiny_backend, tiny_model):

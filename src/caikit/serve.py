@@ -4,7 +4,7 @@ backend speaks, so several pipeline processes (and machines) share it.
 Routes: `GET /v1/models`, `POST /v1/chat/completions` (n, temperature, top_p, max_tokens, stop,
 seed; `continue_final_message`), `POST /v1/completions` (text or token-id prompts, one or a list;
 `echo` with `logprobs` and `max_tokens: 0` gives prompt log-probabilities, as vLLM does; SGLang's
-`logprob_start_len` leaves those of earlier tokens null and uncomputed; `logprobs` with
+`logprob_start_len` (one, or one per prompt) leaves those of earlier tokens null and uncomputed; `logprobs` with
 `max_tokens: 1` and temperature 0 gives the likeliest next token and its rivals, or with vLLM's
 `logprob_token_ids` the tokens asked for; `return_tokens_as_token_ids` as in vLLM),
 `POST /tokenize` (vLLM's shape: `prompt` or `messages`), `GET /health`.
@@ -60,7 +60,7 @@ class Server:
         self.tok = backend.tokenizer
         runners = {"generate": lambda items, jobs: backend.generate_rows(items, details=True),
                    "logprobs": lambda items, jobs: backend.prompt_logprobs(
-                       items, top=max(j.options["top"] for j in jobs), wanted=[j.options["start"] for j in jobs for _ in j.items]),
+                       items, top=max(j.options["top"] for j in jobs), wanted=[s for j in jobs for s in j.options["starts"]]),
                    "next": lambda items, jobs: backend.next_logprobs(
                        items, top=max(j.options["top"] for j in jobs), extra=[j.options["ids"] for j in jobs for _ in j.items])}
         self.batcher = Batcher(runners, window, max_rows)
@@ -96,11 +96,12 @@ class Server:
             raise BadRequest("caikit serve gives log-probabilities of prompt tokens (echo, max_tokens 0) "
                              "or of one greedy token (max_tokens 1, temperature 0, no echo)")
         start = body.get("logprob_start_len", 0)
-        if not isinstance(start, int) or isinstance(start, bool) or start < 0:
-            raise BadRequest("logprob_start_len must be a whole number of tokens")
+        starts = start if isinstance(start, list) else [start] * len(ids_list)
+        if len(starts) != len(ids_list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in starts):
+            raise BadRequest("logprob_start_len must be a whole number of tokens, or one per prompt")
         prompt_tokens = sum(len(ids) for ids in ids_list)
         if max_tokens == 0:
-            found = await self.batcher.run("logprobs", ids_list, top=max(top or 0, 1), start=start)
+            found = await self.batcher.run("logprobs", ids_list, top=max(top or 0, 1), starts=starts)
             choices = [{"index": i, "text": self.tok.decode(ids), "finish_reason": "length",
                         "logprobs": self.echoed(ids, f, top) if top is not None else None}
                        for i, (ids, f) in enumerate(zip(ids_list, found))]

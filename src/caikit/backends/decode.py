@@ -24,7 +24,7 @@ from collections import deque
 import torch
 
 MIN_PREFIX = 16  # shorter shared prefixes are not worth a separate prefill
-TOP = 64  # tokens sorted per sampling step before falling back to a full sort
+SHORT = 16  # choice tokens: rows ending in at most this many wanted tokens are scored as a prompt's choices
 
 
 def cache_kwarg(function) -> str:
@@ -161,11 +161,19 @@ class Engine:
 
     @torch.inference_mode()
     def score(self, prompts: list[list[int]], choices: list[list[list[int]]], batch: int) -> list[list[float]]:
-        """Summed log-probability of each choice's tokens after its prompt, `batch` prompts at a time.
-        Prompts are taken in sorted order so that those sharing a beginning (one conversation asked
-        in both option orders, or under several principles) meet in a batch, where that beginning is
-        prefilled once; each prompt is prefilled once for all its choices."""
+        """Summed log-probability of each choice's tokens after its prompt, `batch` prompts at a time
+        (see choice_logprobs)."""
         out: list[list[float]] = [[] for _ in prompts]
+        for i, _, c, first, logp in self.choice_logprobs(prompts, choices, batch):
+            out[i].append(float(first[c[0]] + sum(logp[j - 1, c[j]] for j in range(1, len(c)))))
+        return out
+
+    def choice_logprobs(self, prompts: list[list[int]], choices: list[list[list[int]]], batch: int):
+        """Yields (prompt i, choice j, its tokens, log-probs before its first token [vocab], log-probs
+        after each of its tokens [tokens, vocab]) for every choice. Prompts are taken in sorted order
+        so that those sharing a beginning (one conversation asked in both option orders, or under
+        several principles) meet in a batch, where that beginning is prefilled once; each prompt is
+        prefilled once for all its choices."""
         order = sorted(range(len(prompts)), key=lambda i: prompts[i])
         for at in range(0, len(order), batch):
             part = order[at : at + batch]
@@ -173,15 +181,13 @@ class Engine:
             heads, owners, starts = groups(rows) if self.share_prefixes else ([], [], [0] * len(rows))
             held = self.prefill(heads)[0] if heads else None
             cache, after = self.prefill([r[s:] for r, s in zip(rows, starts)], (held, owners, starts) if held else None)
-            flat = [(b, c) for b, i in enumerate(part) for c in choices[i]]
-            tails = [c[:-1] or c[:1] for _, c in flat]  # a choice's last token predicts nothing we need
-            _, logits = self.prefill(tails, (cache, [b for b, _ in flat], [len(rows[b]) for b, _ in flat]), every=True)
+            flat = [(b, j, c) for b, i in enumerate(part) for j, c in enumerate(choices[i])]
+            tails = [c[:-1] or c[:1] for _, _, c in flat]  # a choice's last token predicts nothing we need
+            _, logits = self.prefill(tails, (cache, [b for b, _, _ in flat], [len(rows[b]) for b, _, _ in flat]), every=True)
             logp = logits.log_softmax(-1)
             first = after.log_softmax(-1)
-            for k, (b, c) in enumerate(flat):
-                total = first[b, c[0]] + sum(logp[k, j - 1, c[j]] for j in range(1, len(c)))
-                out[part[b]].append(float(total))
-        return out
+            for k, (b, j, c) in enumerate(flat):
+                yield part[b], j, c, first[b], logp[k]
 
     @torch.inference_mode()
     def prompt_logprobs(self, rows: list[list[int]], top: int, batch: int, wanted: list[int] | None = None) -> list[list]:
@@ -192,6 +198,8 @@ class Engine:
         both orders) have it prefilled once and its log-probs computed once; the LM head runs only
         where a log-prob is wanted, over all rows of a batch together."""
         wanted = wanted or [1] * len(rows)
+        if all(0 < w < len(r) and len(r) - w <= SHORT for r, w in zip(rows, wanted)):
+            return self._tail_logprobs(rows, top, batch, wanted)
         out: list[list] = [[] for _ in rows]
         order = sorted(range(len(rows)), key=lambda i: rows[i])
         for at in range(0, len(order), batch):
@@ -217,6 +225,22 @@ class Engine:
             found = self.log_softmax_at(torch.stack(states_at), targets, top) if targets else []
             for b, (first, mine_at) in enumerate(where):
                 out[part[b]] = [(None, None)] * first + [found[j] for j in mine_at]
+        return out
+
+    def _tail_logprobs(self, rows: list[list[int]], top: int, batch: int, wanted: list[int]) -> list[list]:
+        """prompt_logprobs where each row is a prompt (its first wanted[i] tokens) and a short choice:
+        rows of one prompt are scored as its choices, each prompt prefilled once (choice_logprobs)."""
+        prompts: dict[tuple, list[int]] = {}  # prompt -> its rows
+        for i, (r, w) in enumerate(zip(rows, wanted)):
+            prompts.setdefault(tuple(r[:w]), []).append(i)
+        keys = list(prompts)
+        out: list[list] = [[] for _ in rows]
+        choices = [[rows[i][len(k):] for i in prompts[k]] for k in keys]
+        for p, j, c, first, logp in self.choice_logprobs([list(k) for k in keys], choices, batch):
+            dists = torch.cat([first.unsqueeze(0), logp[: len(c) - 1]])
+            picked = dists.gather(-1, torch.tensor(c, device=dists.device).unsqueeze(-1)).squeeze(-1).tolist()
+            i = prompts[keys[p]][j]
+            out[i] = [(None, None)] * wanted[i] + list(zip(picked, likeliest(dists, top) if top else [None] * len(c)))
         return out
 
     @torch.inference_mode()
@@ -349,34 +373,3 @@ def common_prefix(rows: list[list[int]]) -> int:
             k += 1
         n = k
     return max(n, 0)
-
-
-def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, generators: list) -> list[int]:
-    """The next token of each row: the argmax for greedy rows (generator None); for the others a
-    draw from the nucleus (the most likely tokens whose mass before each reaches `top_p`) of the
-    softmax at `temperature`, by one uniform number from the row's own generator. The nucleus is
-    found among the top 64 tokens when they hold it, by a full sort otherwise (no sort at top_p 1)."""
-    picked = logits.argmax(-1).tolist()
-    rows = [k for k, g in enumerate(generators) if g is not None]
-    if not rows:
-        return picked
-    index = torch.tensor(rows, device=logits.device)
-    probs = (logits[index] / temperature[index].unsqueeze(1)).softmax(-1)
-    p = top_p[index]
-    top = min(TOP, probs.shape[1])
-    values, order = probs.topk(top, dim=-1)
-    short = ((values.sum(-1) < p) & (p < 1)).nonzero().flatten().tolist()
-    for k, row in enumerate(rows):
-        generator = generators[row]
-        u = torch.rand(1, generator=generator, device=generator.device).item()
-        if p[k] >= 1:  # the whole distribution: no need to sort it
-            weights, tokens = probs[k], None
-        else:
-            weights, tokens = (values[k], order[k]) if k not in short else probs[k].sort(descending=True)
-            weights = weights.masked_fill(weights.cumsum(0) - weights >= p[k], 0.0)
-        cumulative = weights.cumsum(0)
-        j = min(int(torch.searchsorted(cumulative, u * cumulative[-1], right=True)), len(cumulative) - 1)
-        while weights[j] == 0:  # (u landed on the edge of a zero-weight token)
-            j -= 1
-        picked[row] = int(tokens[j]) if tokens is not None else j
-    return picked

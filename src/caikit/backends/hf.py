@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 
 from caikit import models
-from caikit.backends import decode
+from caikit.backends import decode, sampling
 from caikit.backends.protocol import Prompt, SamplingParams, choices_per_prompt, cut_at_stop, encode, render
 
 
@@ -152,7 +152,7 @@ class TransformersBackend:
 
         def pick(logits, indices):
             index = torch.tensor(indices, device=device)
-            return decode.sample(logits, temperature[index], top_p[index], [generators[i] for i in indices])
+            return sampling.sample(logits, temperature[index], top_p[index], [generators[i] for i in indices])
 
         def done(i, tokens):
             return tokens[-1] in self._eos or len(tokens) >= rows[i].params.max_new_tokens or self._stopped(tokens, rows[i])
@@ -176,7 +176,7 @@ class TransformersBackend:
                                   logits_to_keep=1, **extra)
                 cache = decode.returned_cache(result)
                 logits = result.logits[:, -1, :].float()
-                chosen = decode.sample(logits, temperature, top_p, [generators[r] for r in live])
+                chosen = sampling.sample(logits, temperature, top_p, [generators[r] for r in live])
                 step += 1
                 keep = []
                 for k, (r, token) in enumerate(zip(live, chosen)):

@@ -68,6 +68,7 @@ class OpenAIBackend:
         self.owner: str | None = None  # who /v1/models says owns the model ("caikit" for caikit serve)
         self._chat_template = chat_template
         self._tok = None
+        self._pieces: dict[tuple[str, bool], list[int]] = {}
         self._scoring = Scoring(self)
         headers = {}
         key = os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None
@@ -186,9 +187,7 @@ class OpenAIBackend:
         return self._scoring.decide()
 
     def score_choices(self, prompts: Sequence[Prompt], choices) -> list[list[float]]:
-        per_prompt = choices_per_prompt(prompts, choices)
-        self.check_scoring()
-        return self._map(lambda job: self._scoring.score(*job), list(zip(prompts, per_prompt)))
+        return self._scoring.score_all(list(prompts), choices_per_prompt(prompts, choices))
 
     # -- tokens -----------------------------------------------------------------------------------
 
@@ -217,10 +216,17 @@ class OpenAIBackend:
         return self._server_tokens({"messages": prompt, "continue_final_message": True, "add_special_tokens": False})
 
     def encode_text(self, text: str, special: bool = False) -> list[int]:
+        """Token ids of a piece of text (a choice: the same few, asked for again and again, are kept)."""
+        if (text, special) in self._pieces:
+            return self._pieces[text, special]
         tok = self.tokenizer()
         if tok is not None:
-            return tok(text, add_special_tokens=special)["input_ids"]
-        return self._server_tokens({"prompt": text, "add_special_tokens": special})
+            ids = tok(text, add_special_tokens=special)["input_ids"]
+        else:
+            ids = self._server_tokens({"prompt": text, "add_special_tokens": special})
+        if len(self._pieces) < 4096 and len(text) < 256:
+            self._pieces[text, special] = ids
+        return ids
 
     def decode(self, token: int) -> str | None:
         """A token's text, where a client-side tokenizer is at hand."""

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 METHODS = ("auto", "prompt-logprobs", "first-token", "top-logprobs")
 TOP_K = 20
 PROBE = "One, two, three, four, five, six"  # its last token is near-certain, so in any top 20
+ROWS = 64  # rows (prompt + choice) in one exact-scoring request: caikit serve's default --max-items
 TOLERANCE = 0.25  # nats between a server's echo and its own next-token log-prob (bf16 noise is far less)
 
 
@@ -132,7 +133,7 @@ class Scoring:
     def score(self, prompt: Prompt, choices: list[str]) -> list[float]:
         method = self.decide()
         if method == "prompt-logprobs":
-            return self.exact(prompt, choices)
+            return self.exact([prompt], [choices])[0]
         if method == "first-token":
             ids, tails = self.b.encode(prompt), [self.b.encode_text(c) for c in choices]
             at = one_token_apart(tails)
@@ -152,28 +153,55 @@ class Scoring:
             self.unmatched += 1
         return [found.get(t, min(shown.values())) for t in wanted]
 
-    def exact(self, prompt: Prompt, choices: list[str]) -> list[float]:
-        ids = self.b.encode(prompt)
-        rows = [ids + self.b.encode_text(c) for c in choices]
-        if any(len(r) == len(ids) for r in rows):
-            raise ValueError("score_choices: a choice is empty after tokenization")
-        found = self.echo(rows, len(ids)) if self.lists else [self.echo([r], len(ids))[0] for r in rows]
-        if not self.text:
-            return [sum(lp for _, lp, _ in f[len(ids):]) for f in found]
-        start = len(self.wire(ids))  # (the server tokenized the text itself: the choice starts at this character)
-        if not all(any(o == start for _, _, o in f) for f in found):
-            raise CaikitError(f"{self.b.url('/completions')}: the server's tokens run across the start of a choice; "
-                              "score with token-id prompts or scoring=first-token")
-        return [sum(lp for _, lp, o in f if o >= start) for f in found]
+    def score_all(self, prompts: list, per_prompt: list[list[str]]) -> list[list[float]]:
+        """Scores of each prompt's choices. Exact scoring on a server that takes prompt lists sends
+        several prompts' choices in one request (as many prompts as the backend's batch size, up to
+        ROWS rows), so the server batches as the in-process backend does; the rest, one prompt a job."""
+        jobs = [[i] for i in range(len(prompts))]
+        if self.decide() == "prompt-logprobs" and self.lists:
+            size = max(1, min(self.b.batch_size, ROWS // max(map(len, per_prompt), default=1)))
+            jobs = [list(range(i, min(i + size, len(prompts)))) for i in range(0, len(prompts), size)]
+            if size > 1:
+                self.b.details["requests"] = f"up to {size} prompts per request"
+        else:
+            return self.b._map(lambda i: self.score(prompts[i[0]], per_prompt[i[0]]), jobs)
+        done = self.b._map(lambda idx: self.exact([prompts[i] for i in idx], [per_prompt[i] for i in idx]), jobs)
+        return [scores for part in done for scores in part]
 
-    def echo(self, rows: list[list[int]], start: int = 0, retries: int | None = None) -> list[list[tuple[str, float, int]]]:
+    def exact(self, prompts: list, choices: list[list[str]]) -> list[list[float]]:
+        ids = [self.b.encode(p) for p in prompts]
+        rows, starts = [], []
+        for prompt_ids, theirs in zip(ids, choices):
+            for choice in theirs:
+                rows.append(prompt_ids + self.b.encode_text(choice))
+                starts.append(len(prompt_ids))
+                if len(rows[-1]) == len(prompt_ids):
+                    raise ValueError("score_choices: a choice is empty after tokenization")
+        found = self.echo(rows, starts) if self.lists else [self.echo([r], [s])[0] for r, s in zip(rows, starts)]
+        if self.text:  # (the server tokenized the text itself: a choice starts at its prompt text's end)
+            starts = [len(self.wire(r[:s])) for r, s in zip(rows, starts)]
+            if not all(any(o == s for _, _, o in f) for f, s in zip(found, starts)):
+                raise CaikitError(f"{self.b.url('/completions')}: the server's tokens run across the start of a choice; "
+                                  "score with token-id prompts or scoring=first-token")
+            sums = [sum(lp for _, lp, o in f if o >= s) for f, s in zip(found, starts)]
+        else:
+            sums = [sum(lp for _, lp, _ in f[s:]) for f, s in zip(found, starts)]
+        out, at = [], 0
+        for theirs in choices:
+            out.append(sums[at : at + len(theirs)])
+            at += len(theirs)
+        return out
+
+    def echo(self, rows: list[list[int]], starts: list[int] | None = None, retries: int | None = None) -> list[list[tuple[str, float, int]]]:
         """(token, log-prob, text offset) of each prompt token of each row, by echo; the first token's
-        log-prob, and those before token `start` (caikit serve is told not to compute them), are 0."""
+        log-prob, and those before row i's token `starts[i]` (caikit serve is told not to compute
+        them), are 0."""
+        starts = starts or [0] * len(rows)
         texts = [self.wire(r) for r in rows]
         body = {"model": self.b.model, "prompt": texts if len(rows) > 1 else texts[0], "echo": True, "logprobs": 1,
                 "max_tokens": 1 if self.text else 0, "temperature": 0}  # (llama-cpp-python reads max_tokens 0 as "no limit")
-        if start and self.b.owner == "caikit" and not self.text:  # (SGLang's name; vLLM would not know it)
-            body["logprob_start_len"] = start
+        if any(starts) and self.b.owner == "caikit" and not self.text:  # (SGLang's name; vLLM would not know it)
+            body["logprob_start_len"] = starts if len(rows) > 1 else starts[0]
         url = self.b.url("/completions")
         reply = self.b.post("/completions", body, retries=retries)
         self.b.prompt_tokens += sum(len(r) for r in rows)
@@ -191,7 +219,7 @@ class Scoring:
             raise CaikitError(f"{url}: prompt log-probabilities do not cover the prompts' tokens")
         out = []
         for es, r in zip(entries, rows):
-            first = 1 if self.text else max(start, 1)
+            first = 1 if self.text else max(starts[len(out)], 1)
             if any(lp is None for _, lp, _ in es[first:]):
                 raise CaikitError(f"{url}: prompt log-probabilities do not cover the prompts' tokens")
             out.append([(t, 0.0, o) for t, _, o in es[:first]] + [(t, float(lp), o) for t, lp, o in es[first:]])

@@ -44,9 +44,7 @@ def serve(
     Example: caikit serve --model smollm2-135m-instruct --port 8000 &
              caikit label -i pairs.jsonl --feedback-model openai:smollm2-135m-instruct@http://127.0.0.1:8000/v1
     """
-    import uvicorn
-
-    from caikit import console, serve as stage
+    from caikit import console, serve as stage, serving
     from caikit.backends import ModelSpec
     from caikit.backends.hf import TransformersBackend
 
@@ -61,8 +59,7 @@ def serve(
     app = stage.create_app(backend, name=name, api_key=key, window=window_ms / 1000, max_rows=max_batch, limits=limits)
     port = listener.getsockname()[1]
     console.say(f"caikit serve: {name} on http://{host}:{port}/v1 ({'API key required' if key else 'no API key'})")
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    server.run(sockets=[listener])
+    serving.serve_forever(app, listener)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -108,9 +105,7 @@ def serve_reward(
     A failed request is logged at warning with its reason and counted in GET /health (OpenRLHF
     only info-logs it, and that sample gets no reward).
     """
-    import uvicorn
-
-    from caikit import console, reward_server, rewards
+    from caikit import console, reward_server, rewards, serving
 
     console.setup_logging(quiet)
     settings = reward_settings(config, pm=str(pm) if pm else None, feedback_model=feedback_model, constitution=constitution,
@@ -123,7 +118,7 @@ def serve_reward(
     app = reward_server.create_app(scorer, api_key=key, window=window_ms / 1000, max_rows=max_batch, max_items=max_items)
     console.say(f"caikit serve-reward: {described['kind']} reward on http://{host}:{listener.getsockname()[1]} "
                 f"(/get_reward, /v1/score; {'API key required' if key else 'no API key'})")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[listener])
+    serving.serve_forever(app, listener)
 
 
 def reward_settings(config: Path | None, **flags):
