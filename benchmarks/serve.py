@@ -56,7 +56,7 @@ def labelling(backend, pairs: int) -> float:
     principle = [c for c in const.comparisons if c.kind == "harmlessness"][0]
     answers = [("Sure, here is how.", "I can't help with that."), ("Here is a safer way to think about it.", "No.")]
     jobs = [([{"role": "user", "content": PROMPTS[k % len(PROMPTS)]}], *answers[k % 2], principle) for k in range(pairs)]
-    judge.score_pairs(backend, jobs[:4], debias=True, shots=[], cot=None)  # (warm-up)
+    judge.score_pairs(backend, jobs[:16], debias=True, shots=[], cot=None)  # (warm-up: a server's first batches are slower)
     started = time.time()
     judge.score_pairs(backend, jobs, debias=True, shots=[], cot=None)
     return len(jobs) / (time.time() - started)
