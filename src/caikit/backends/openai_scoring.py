@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from caikit.backends.protocol import Prompt, continues_assistant
 from caikit.errors import CaikitError
 
@@ -165,7 +166,15 @@ class Scoring:
                 self.b.details["requests"] = f"up to {size} prompts per request"
         else:
             return self.b._map(lambda i: self.score(prompts[i[0]], per_prompt[i[0]]), jobs)
-        done = self.b._map(lambda idx: self.exact([prompts[i] for i in idx], [per_prompt[i] for i in idx]), jobs)
+        # Rows in flight: about two of the server's batches, so it always has the next one while no
+        # request waits in its queue long enough to time out (and be sent again, doubling the work).
+        gate = threading.Semaphore(max(1, 2 * ROWS // (size * max(map(len, per_prompt), default=1))))
+
+        def job(idx: list[int]) -> list[list[float]]:
+            with gate:
+                return self.exact([prompts[i] for i in idx], [per_prompt[i] for i in idx])
+
+        done = self.b._map(job, jobs)
         return [scores for part in done for scores in part]
 
     def exact(self, prompts: list, choices: list[list[str]]) -> list[list[float]]:
