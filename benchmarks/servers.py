@@ -99,6 +99,7 @@ def main():
                     prompts, choices, exact)
     finally:
         server.terminate()
+        server.terminate()  # (a second signal: stop without finishing queued requests)
         server.wait(timeout=30)
     if args.llamacpp:
         llamacpp(args, local, items[: args.llama_rows], exact[: args.llama_rows], greedy)
@@ -131,6 +132,7 @@ def llamacpp(args, local, items, exact, greedy) -> None:
                 print(f"{method:44} refused: {err}")
     finally:
         server.terminate()
+        server.terminate()  # (a second signal: stop without finishing queued requests)
         server.wait(timeout=30)
 
 
