@@ -174,20 +174,27 @@ class Engine:
         so that those sharing a beginning (one conversation asked in both option orders, or under
         several principles) meet in a batch, where that beginning is prefilled once; each prompt is
         prefilled once for all its choices."""
-        order = sorted(range(len(prompts)), key=lambda i: prompts[i])
-        for at in range(0, len(order), batch):
-            part = order[at : at + batch]
-            rows = [prompts[i] for i in part]
-            heads, owners, starts = groups(rows) if self.share_prefixes else ([], [], [0] * len(rows))
-            held = self.prefill(heads)[0] if heads else None
-            cache, after = self.prefill([r[s:] for r, s in zip(rows, starts)], (held, owners, starts) if held else None)
+        for part, cache, after in self.prefilled(prompts, batch):
             flat = [(b, j, c) for b, i in enumerate(part) for j, c in enumerate(choices[i])]
             tails = [c[:-1] or c[:1] for _, _, c in flat]  # a choice's last token predicts nothing we need
-            _, logits = self.prefill(tails, (cache, [b for b, _, _ in flat], [len(rows[b]) for b, _, _ in flat]), every=True)
+            _, logits = self.prefill(tails, (cache, [b for b, _, _ in flat], [len(prompts[part[b]]) for b, _, _ in flat]), every=True)
             logp = logits.log_softmax(-1)
             first = after.log_softmax(-1)
             for k, (b, j, c) in enumerate(flat):
                 yield part[b], j, c, first[b], logp[k]
+
+    def prefilled(self, rows: list[list[int]], batch: int):
+        """Yields (indices of a batch of rows, their cache, the logits after each) for `batch` rows at a
+        time, taken in sorted order so that rows sharing a beginning meet in a batch, where that
+        beginning is prefilled once."""
+        order = sorted(range(len(rows)), key=lambda i: rows[i])
+        for at in range(0, len(order), batch):
+            part = order[at : at + batch]
+            mine = [rows[i] for i in part]
+            heads, owners, starts = groups(mine) if self.share_prefixes else ([], [], [0] * len(mine))
+            held = self.prefill(heads)[0] if heads else None
+            cache, after = self.prefill([r[s:] for r, s in zip(mine, starts)], (held, owners, starts) if held else None)
+            yield part, cache, after
 
     @torch.inference_mode()
     def prompt_logprobs(self, rows: list[list[int]], top: int, batch: int, wanted: list[int] | None = None) -> list[list]:
@@ -248,13 +255,7 @@ class Engine:
         """The `top` likeliest next tokens after each row, {id: logprob} from the likeliest down, then
         those of row i's `extra[i]` tokens; rows sharing a beginning have it prefilled once."""
         out: list[dict] = [{} for _ in rows]
-        order = sorted(range(len(rows)), key=lambda i: rows[i])
-        for at in range(0, len(order), batch):
-            part = order[at : at + batch]
-            mine = [rows[i] for i in part]
-            heads, owners, starts = groups(mine) if self.share_prefixes else ([], [], [0] * len(mine))
-            held = self.prefill(heads)[0] if heads else None
-            _, after = self.prefill([r[s:] for r, s in zip(mine, starts)], (held, owners, starts) if held else None)
+        for part, _, after in self.prefilled(rows, batch):
             logp = after.log_softmax(-1)
             for b, (i, found) in enumerate(zip(part, likeliest(logp, top))):
                 out[i] = {**found, **{t: float(logp[b, t]) for t in (extra[i] if extra else [])}}
