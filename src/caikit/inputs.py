@@ -17,9 +17,10 @@ including the last human turn.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
-import io
+import itertools
 import json
 import logging
 import re
@@ -85,10 +86,52 @@ def detect_format(path: str, text: str, fmt: str) -> str:
     return _SUFFIXES[suffix]
 
 
-def jsonl_rows(path: str, text: str):
-    """(line number, object) for each non-blank line of JSONL text. Lines end at \n only: JSON strings
-    may hold U+2028, U+0085 and the like, which str.splitlines() would split at."""
-    for number, line in enumerate(text.split("\n"), start=1):
+def open_binary(path: str):
+    """A file (or stdin for `-`; `.gz` decompressed as it is read) opened for reading bytes."""
+    if path == "-":
+        return contextlib.nullcontext(sys.stdin.buffer)
+    try:
+        handle = Path(path).open("rb")
+    except FileNotFoundError:
+        raise CaikitError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CaikitError(f"{path}: is a directory, not a file") from None
+    except OSError as err:
+        raise CaikitError(f"{path}: cannot read ({err.strerror})") from None
+    return gzip.GzipFile(fileobj=handle, mode="rb") if path.endswith(".gz") else handle
+
+
+def text_lines(path: str):
+    """(line number, text) for each line of a file, read one line at a time: memory holds one line,
+    whatever the file's size. Lines end at \n only (JSON strings may hold U+2028, U+0085 and the like,
+    which str.splitlines() would split at) and keep it; a NUL byte, bad UTF-8 or a line over MAX_LINE
+    is reported with its line number. The file is opened at once (a missing file fails here)."""
+    return _lines(path, open_binary(path))
+
+
+def _lines(path: str, handle):
+    with handle as f:
+        number = 0
+        try:
+            for number, raw in enumerate(f, start=1):
+                if b"\x00" in raw:
+                    raise located(path, number, "a NUL byte: this is a binary (or UTF-16) file, not UTF-8 text")
+                if len(raw) > 4 * MAX_LINE:
+                    raise located(path, number, f"a line of {len(raw) / 2**20:.0f} MB; one record may hold at most {MAX_LINE >> 20} MB")
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise located(path, number, f"not valid UTF-8 (byte 0x{raw[err.start]:02x}); convert the file to UTF-8") from None
+                yield number, line.removeprefix("\ufeff") if number == 1 else line
+        except (OSError, EOFError) as err:  # a gzip stream that is corrupt or cut short
+            if not path.endswith(".gz"):
+                raise CaikitError(f"{path}:{number + 1}: cannot read ({err})") from None
+            raise CaikitError(f"{path}: not a valid gzip file ({err})") from None
+
+
+def jsonl_rows(path: str, lines):
+    """(line number, object) for each non-blank line of (line number, text) pairs."""
+    for number, line in lines:
         if not line.strip():
             continue
         if len(line) > MAX_LINE:
@@ -102,13 +145,15 @@ def jsonl_rows(path: str, text: str):
         yield number, row
 
 
-def read_jsonl(path: str) -> list[tuple[int, dict]]:
-    """All records of a JSONL file (or `-`), with their line numbers; an empty file is an error."""
-    data = read_bytes(path)
-    rows = list(jsonl_rows(path, decode(path, data)))
-    if not rows:
+def read_jsonl(path: str):
+    """The records of a JSONL file (or `-`) with their line numbers, one at a time; a file with
+    none is an error (raised when the reading reaches its end)."""
+    found = False
+    for number, row in jsonl_rows(path, text_lines(path)):
+        found = True
+        yield number, row
+    if not found:
         raise CaikitError(f"{'<stdin>' if path == '-' else path}: no records (the input is empty)")
-    return rows
 
 
 def parse_transcript(text: str, keep_history: bool = False) -> list[dict] | None:
@@ -176,16 +221,25 @@ def read_prompts(
     """Distinct prompts of a file (or `-`) as `{"id", "prompt", ...}` records, in file order."""
     if fmt not in FORMATS:
         raise CaikitError(f"--format {fmt}: unknown format; choose one of {', '.join(FORMATS)}")
-    text = decode(path, read_bytes(path))
-    fmt = detect_format(path, text, fmt)
+    lines = text_lines(path)
+    sniffed = ""
+    if fmt == "auto" and path == "-":  # stdin: look at its first non-blank line
+        ahead = []
+        for number, line in lines:
+            ahead.append((number, line))
+            if line.strip():
+                sniffed = line
+                break
+        lines = itertools.chain(ahead, lines)
+    fmt = detect_format(path, sniffed, fmt)
     records = []
     if fmt in ("jsonl", "hh"):
-        for number, row in jsonl_rows(path, text):
+        for number, row in jsonl_rows(path, lines):
             prompt = prompt_of(row, (path, number), hh=fmt == "hh", keep_history=keep_history)
             extra = {k: v for k, v in row.items() if k not in _CONSUMED}
             records.append({"id": prompt_id(prompt), "prompt": prompt, **extra})
     elif fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
+        reader = csv.DictReader(line for _, line in lines)
         if reader.fieldnames is None:
             raise CaikitError(f"{path}: no records (the input is empty)")
         if prompt_field not in reader.fieldnames:
@@ -199,7 +253,7 @@ def read_prompts(
             extra = {k: v for k, v in row.items() if k != prompt_field and k is not None and k not in _CONSUMED}
             records.append({"id": prompt_id(prompt), "prompt": prompt, **extra})
     else:
-        for line in text.splitlines():
+        for _, line in lines:
             if line.strip():
                 prompt = [{"role": "user", "content": line.strip()}]
                 records.append({"id": prompt_id(prompt), "prompt": prompt})

@@ -10,7 +10,7 @@ paths (`caikit.stage=revise`, `label>0.8`, `prompt.0.content~lock`).
 from __future__ import annotations
 
 import re
-import statistics
+from array import array
 from collections import Counter
 
 from caikit.errors import CaikitError
@@ -61,49 +61,78 @@ def text_of(messages) -> str:
     return ""
 
 
-def length_stats(values: list[int]) -> dict | None:
+LENGTH_KEYS = ("prompt", "completion", "initial", "chosen", "rejected")
+PROVENANCE_KEYS = ("model", "backend", "seed", "version", "constitution.hash")
+MAX_VALUES = 1000  # distinct values counted per provenance key; past it they are counted as "(other)"
+
+
+def length_stats(values) -> dict | None:
     if not values:
         return None
-    return {"mean": round(statistics.fmean(values), 1), "median": statistics.median(values), "max": max(values), "min": min(values)}
+    ordered = sorted(values)
+    n = len(ordered)
+    median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+    return {"mean": round(sum(ordered) / n, 1), "median": median, "max": ordered[-1], "min": ordered[0]}
 
 
-def summarize(records: list[dict]) -> dict:
-    stages = Counter(lookup(r, "caikit.stage") or "(none)" for r in records)
-    fields = Counter(k for r in records for k in r)
-    lengths = {}
-    for key in ("prompt", "completion", "initial", "chosen", "rejected"):
-        stats = length_stats([len(text_of(r[key])) for r in records if key in r])
-        if stats:
-            lengths[key] = stats
-    principles = Counter()
-    for r in records:
+class Summary:
+    """The summary of records seen one at a time: memory holds counts and, per length key, one
+    4-byte integer per record (an `array`, so medians are exact: 4 MB per million records)."""
+
+    def __init__(self):
+        self.records = 0
+        self.stages, self.fields, self.principles, self.confidence = Counter(), Counter(), Counter(), Counter()
+        self.lengths = {key: array("I") for key in LENGTH_KEYS}
+        self.provenance = {key: Counter() for key in PROVENANCE_KEYS}
+        self.label_sum, self.labels, self.failed, self.revised = 0.0, 0, 0, False
+
+    def add(self, r: dict) -> None:
+        self.records += 1
+        self.stages[lookup(r, "caikit.stage") or "(none)"] += 1
+        self.fields.update(r.keys())
+        for key in LENGTH_KEYS:
+            if key in r:
+                self.lengths[key].append(min(len(text_of(r[key])), 2**32 - 1))
         for pid in lookup(r, "caikit.principle_ids") or []:
-            principles[pid] += 1
-    confidence = Counter()
-    labels = [r["label"] for r in records if isinstance(r.get("label"), (int, float))]
-    for value in labels:
-        low = min(int(value * 10), 9) / 10
-        confidence[f"{low:.1f}-{low + 0.1:.1f}"] += 1
-    failed = sum(1 for r in records for s in r.get("revisions", []) if isinstance(s, dict) and s.get("failed"))
-    provenance = {}
-    for key in ("model", "backend", "seed", "version", "constitution.hash"):
-        found = Counter(str(lookup(r, f"caikit.{key}")) for r in records if lookup(r, f"caikit.{key}") is not None)
-        if found:
-            provenance[key] = dict(found.most_common())
-    summary = {
-        "records": len(records),
-        "stages": dict(stages.most_common()),
-        "fields": dict(fields.most_common()),
-        "lengths_chars": lengths,
-        "principles": dict(principles.most_common()),
-        "label_histogram": dict(sorted(confidence.items())),
-        "provenance": provenance,
-    }
-    if labels:
-        summary["mean_label"] = statistics.fmean(labels)
-    if any("revisions" in r for r in records):
-        summary["failed_revision_rounds"] = failed
-    return summary
+            self.principles[pid] += 1
+        value = r.get("label")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            low = min(max(int(value * 10), 0), 9) / 10
+            self.confidence[f"{low:.1f}-{low + 0.1:.1f}"] += 1
+            self.label_sum += value
+            self.labels += 1
+        if "revisions" in r:
+            self.revised = True
+            self.failed += sum(1 for step in r["revisions"] if isinstance(step, dict) and step.get("failed"))
+        for key, found in self.provenance.items():
+            value = lookup(r, f"caikit.{key}")
+            if value is not None:
+                value = str(value)
+                found[value if value in found or len(found) < MAX_VALUES else "(other)"] += 1
+
+    def result(self) -> dict:
+        summary = {
+            "records": self.records,
+            "stages": dict(self.stages.most_common()),
+            "fields": dict(self.fields.most_common()),
+            "lengths_chars": {key: length_stats(values) for key, values in self.lengths.items() if values},
+            "principles": dict(self.principles.most_common()),
+            "label_histogram": dict(sorted(self.confidence.items())),
+            "provenance": {key: dict(found.most_common()) for key, found in self.provenance.items() if found},
+        }
+        if self.labels:
+            summary["mean_label"] = self.label_sum / self.labels
+        if self.revised:
+            summary["failed_revision_rounds"] = self.failed
+        return summary
+
+
+def summarize(records) -> dict:
+    """The summary of an iterable of records, read once."""
+    summary = Summary()
+    for record in records:
+        summary.add(record)
+    return summary.result()
 
 
 def render_summary(console, path: str, summary: dict) -> None:

@@ -29,14 +29,18 @@ def inspect(
     from caikit import inputs, inspection
 
     keep = [inspection.parse_filter(w) for w in where or []]
-    records = [row for _, row in inputs.read_jsonl(input) if all(k(row) for k in keep)]
-    summary = inspection.summarize(records)
+    summary, shown = inspection.Summary(), []  # one pass; only the records to show are kept
+    for _, row in inputs.read_jsonl(input):
+        if all(k(row) for k in keep):
+            summary.add(row)
+            if len(shown) < show:
+                shown.append(row)
     if json_out:
-        typer.echo(json.dumps(summary))
+        typer.echo(json.dumps(summary.result()))
         return
     console = Console()
-    inspection.render_summary(console, input, summary)
-    for number, record in enumerate(records[:show], start=1):
+    inspection.render_summary(console, input, summary.result())
+    for number, record in enumerate(shown, start=1):
         inspection.render_record(console, record, number)
 
 
