@@ -29,14 +29,17 @@ def say(text: str) -> None:
     stderr().print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def setup_logging(quiet: bool) -> None:
-    """caikit logs to stderr; the libraries' own chatter (progress bars, advice) is turned down."""
+def setup_logging(quiet: bool, libraries: bool = True) -> None:
+    """caikit logs to stderr; the libraries' own chatter (progress bars, advice) is turned down
+    (`libraries=False`: a command that uses no model, which need not spend a second importing them)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notices, not ours
     handler = RichHandler(console=stderr(), show_time=False, show_path=False, markup=False)
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler], force=True, format="%(message)s")
     for noisy in ("transformers", "huggingface_hub", "datasets", "accelerate", "filelock", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    if not libraries:
+        return
     import datasets
     import transformers
 

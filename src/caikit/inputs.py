@@ -106,14 +106,16 @@ def text_lines(path: str):
     whatever the file's size. Lines end at \n only (JSON strings may hold U+2028, U+0085 and the like,
     which str.splitlines() would split at) and keep it; a NUL byte, bad UTF-8 or a line over MAX_LINE
     is reported with its line number. The file is opened at once (a missing file fails here)."""
-    return _lines(path, open_binary(path))
+    return ((number, line) for number, line, _ in numbered_lines(path, open_binary(path)))
 
 
-def _lines(path: str, handle):
+def numbered_lines(path: str, handle):
+    """(line number, text, byte offset of the line) for each line read from a binary `handle`."""
     with handle as f:
-        number = 0
+        number, offset = 0, 0
         try:
             for number, raw in enumerate(f, start=1):
+                at, offset = offset, offset + len(raw)
                 if b"\x00" in raw:
                     raise located(path, number, "a NUL byte: this is a binary (or UTF-16) file, not UTF-8 text")
                 if len(raw) > 4 * MAX_LINE:
@@ -122,7 +124,7 @@ def _lines(path: str, handle):
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as err:
                     raise located(path, number, f"not valid UTF-8 (byte 0x{raw[err.start]:02x}); convert the file to UTF-8") from None
-                yield number, line.removeprefix("\ufeff") if number == 1 else line
+                yield number, line.removeprefix("\ufeff") if number == 1 else line, at
         except (OSError, EOFError) as err:  # a gzip stream that is corrupt or cut short
             if not path.endswith(".gz"):
                 raise CaikitError(f"{path}:{number + 1}: cannot read ({err})") from None

@@ -6,11 +6,25 @@ that carry their input position (sharded runs write `caikit.shard.position`) com
 order; others keep the order of the files and lines given. A warning names shards that are
 missing and provenance that differs between the files (model, backend, endpoint, constitution,
 seed, sampling): shards made with different settings are not one run.
+
+The merge streams: a first pass validates every line and keeps, per record, only a hash of its id,
+its place in the output order and its byte offset (about 40 bytes, in numpy arrays); the second
+reads each kept record back from its offset as it is written. Memory does not grow with the size
+of the records, and the output may be one of the inputs (it is written to a temporary file and
+renamed when complete).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
+import shutil
+import tempfile
+from array import array
+
+import numpy as np
 
 from caikit import inputs
 from caikit.errors import CaikitError
@@ -18,6 +32,7 @@ from caikit.records import canonical
 
 log = logging.getLogger(__name__)
 SETTINGS = ("stage", "model", "backend", "endpoint", "scoring", "seed", "sampling", "constitution", "version")
+UNPLACED = np.iinfo(np.int64).max  # the order key of a record without a shard position: after those with one
 
 
 def settings_of(record: dict) -> str:
@@ -30,32 +45,52 @@ def without_time(record: dict) -> str:
     return canonical({**record, "caikit": info})
 
 
-def merge(paths: list[str]) -> tuple[list[dict], dict]:
-    """The union by id of the records in `paths`, in input order when known; and counts."""
-    kept: dict[str, tuple[tuple, dict]] = {}
-    counts = {"read": 0, "duplicates": 0, "conflicts": 0}
-    settings: dict[str, str] = {}
-    shards: set[tuple[int, int]] = set()
-    first_conflict = None
-    for f, path in enumerate(paths):
-        for line, row in inputs.read_jsonl(path):
-            if not isinstance(row.get("id"), str):
-                raise CaikitError(f"{path}:{line}: a record needs a string `id` to be merged")
-            counts["read"] += 1
-            shard = (row.get("caikit") or {}).get("shard") or {}
-            if shard.get("count"):
-                shards.add((shard.get("index"), shard["count"]))
-            settings.setdefault(settings_of(row), f"{path}:{line}")
-            if row["id"] in kept:
-                counts["duplicates"] += 1
-                if without_time(kept[row["id"]][1]) != without_time(row):
-                    counts["conflicts"] += 1
-                    first_conflict = first_conflict or f"{path}:{line} (id {row['id']})"
-                continue
-            position = shard.get("position")
-            kept[row["id"]] = ((0, position, f, line) if isinstance(position, int) else (1, 0, f, line), row)
-    if counts["conflicts"]:
-        log.warning("%d ids appear with different contents; the first copy is kept (first conflict: %s)", counts["conflicts"], first_conflict)
+def key_of(record_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(record_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+class Index:
+    """What the first pass keeps of each record, in reading order: 8-byte integers in `array`s."""
+
+    KINDS = {"key": ("Q", np.uint64), "position": ("q", np.int64), "file": ("q", np.int64), "line": ("q", np.int64),
+             "offset": ("q", np.int64)}
+
+    def __init__(self):
+        self.columns = {name: array(code) for name, (code, _) in self.KINDS.items()}
+
+    def add(self, **values) -> None:
+        for name, value in values.items():
+            self.columns[name].append(value)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: np.frombuffer(self.columns[name], dtype=kind) for name, (_, kind) in self.KINDS.items()}
+
+
+def scan(paths: list[str], names: list[str], counts: dict) -> dict[str, np.ndarray]:
+    """Validate every record of `paths` (called `names` in messages) and index it; warn about
+    shards and settings."""
+    index, settings, shards = Index(), {}, set()
+    for f, (path, name) in enumerate(zip(paths, names)):
+        before = counts["read"]
+        for number, line, offset in inputs.numbered_lines(name, inputs.open_binary(path)):
+            for _, row in inputs.jsonl_rows(name, [(number, line)]):
+                if not isinstance(row.get("id"), str):
+                    raise CaikitError(f"{name}:{number}: a record needs a string `id` to be merged")
+                counts["read"] += 1
+                shard = (row.get("caikit") or {}).get("shard") or {}
+                if shard.get("count"):
+                    shards.add((shard.get("index"), shard["count"]))
+                settings.setdefault(settings_of(row), f"{name}:{number}")
+                position = shard.get("position")
+                placed = isinstance(position, int) and not isinstance(position, bool) and 0 <= position < UNPLACED
+                index.add(key=key_of(row["id"]), position=position if placed else UNPLACED, file=f, line=number, offset=offset)
+        if counts["read"] == before:
+            raise CaikitError(f"{'<stdin>' if name == '-' else name}: no records (the input is empty)")
+    warn_settings(settings, shards)
+    return index.arrays()
+
+
+def warn_settings(settings: dict, shards: set) -> None:
     if len(settings) > 1:
         log.warning("the files were made with different settings (model, seed, constitution, ...): compare %s", " and ".join(settings.values()))
     if shards:
@@ -67,5 +102,57 @@ def merge(paths: list[str]) -> tuple[list[dict], dict]:
             missing = sorted(set(range(1, n + 1)) - {i for i, _ in shards})
             if missing:
                 log.warning("shards %s of %d are missing: the result is not the whole input", ", ".join(map(str, missing)), n)
-    records = [row for _, row in sorted(kept.values(), key=lambda item: item[0])]
-    return records, counts
+
+
+class Reader:
+    """Records read back by (file, byte offset)."""
+
+    def __init__(self, paths: list[str], stack: contextlib.ExitStack):
+        self.paths = paths
+        self.handles = [stack.enter_context(inputs.open_binary(p)) for p in paths]
+
+    def record(self, f: int, offset: int) -> dict:
+        handle = self.handles[f]
+        handle.seek(offset)
+        return json.loads(handle.readline().decode("utf-8").removeprefix("\ufeff"))
+
+
+def merge(paths: list[str], write) -> dict:
+    """Write the union by id of the records in `paths` with `write(record)`, in input order when
+    known; return the counts (read, duplicates, conflicts)."""
+    counts = {"read": 0, "duplicates": 0, "conflicts": 0}
+    with contextlib.ExitStack() as stack:
+        names, paths = paths, [spooled(p, stack) if p == "-" else p for p in paths]
+        index = scan(paths, names, counts)
+        by_key = np.argsort(index["key"], kind="stable")  # copies of one id together, the first read first
+        keys = index["key"][by_key]
+        first = np.ones(len(keys), dtype=bool)
+        first[1:] = keys[1:] != keys[:-1]
+        owner = by_key[np.maximum.accumulate(np.where(first, np.arange(len(keys)), 0))]  # each copy's first copy
+        reader = Reader(paths, stack)
+        conflict = None
+        for copy, original in zip(by_key[~first], owner[~first]):
+            counts["duplicates"] += 1
+            if without_time(reader.record(index["file"][copy], index["offset"][copy])) != without_time(
+                    reader.record(index["file"][original], index["offset"][original])):
+                counts["conflicts"] += 1
+                if conflict is None or (index["file"][copy], index["line"][copy]) < conflict[:2]:
+                    conflict = (index["file"][copy], index["line"][copy], reader.record(index["file"][copy], index["offset"][copy])["id"])
+        if conflict:
+            log.warning("%d ids appear with different contents; the first copy is kept (first conflict: %s:%d (id %s))",
+                        counts["conflicts"], names[conflict[0]], conflict[1], conflict[2])
+        kept = by_key[first]
+        kept = kept[np.lexsort((index["line"][kept], index["file"][kept], index["position"][kept]))]
+        del by_key, keys, first, owner
+        for r in kept:
+            write(reader.record(index["file"][r], index["offset"][r]))
+    return counts
+
+
+def spooled(path: str, stack: contextlib.ExitStack) -> str:
+    """Standard input copied to a temporary file, which the merge can read twice."""
+    handle = stack.enter_context(tempfile.NamedTemporaryFile(prefix="caikit-merge-", suffix=".jsonl"))
+    with inputs.open_binary(path) as source:
+        shutil.copyfileobj(source, handle)
+    handle.flush()
+    return handle.name

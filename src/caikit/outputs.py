@@ -23,11 +23,23 @@ def partial_path(path: str) -> Path:
     return Path(path + ".partial")
 
 
-def _whole_lines(path: Path) -> None:
-    """Cut a torn last line (from a kill mid-write) off a partial file."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+def _whole_lines(path: Path, chunk: int = 1 << 16) -> None:
+    """Cut a torn last line (from a kill mid-write) off a partial file, reading only its end."""
+    with path.open("r+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        at = end
+        while at > 0:
+            start = max(0, at - chunk)
+            f.seek(start)
+            block = f.read(at - start)
+            if at == end and block.endswith(b"\n"):
+                return
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                f.truncate(start + newline + 1)
+                return
+            at = start
+        f.truncate(0)
 
 
 def done_ids(path: Path) -> set[str]:

@@ -58,11 +58,9 @@ def merge(
     from caikit import console, merge as stage
     from caikit.outputs import JsonlWriter
 
-    console.setup_logging(quiet)
-    records, counts = stage.merge(files)  # everything is read before anything is written
-    with JsonlWriter(output) as out:
-        for record in records:
-            out.write(record)
+    console.setup_logging(quiet, libraries=False)
+    with JsonlWriter(output) as out:  # (to FILE.partial, renamed when whole: -o may be one of the inputs)
+        counts = stage.merge(files, out.write)
     if not quiet:
-        console.say(f"merge: {counts['read']} records from {len(files)} files -> {len(records)} in {destination(output)} "
+        console.say(f"merge: {counts['read']} records from {len(files)} files -> {out.count} in {destination(output)} "
                     f"({counts['duplicates']} duplicates dropped, {counts['conflicts']} of them conflicting)")
