@@ -19,7 +19,7 @@ from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
-from caikit import inputs, judge as questions, redteam, report
+from caikit import inputs, judge as questions, reading, redteam, report
 from caikit.backends import SamplingParams
 from caikit.errors import CaikitError
 from caikit.outputs import JsonlWriter, partial_path
@@ -161,7 +161,7 @@ def run(
         results["judge_human_agreement"] = {k: human[k] for k in ("n", "agreement", "ci95", "signal", "position_bias")}
     with JsonlWriter(judgments, resume=resume) as log:
         # judgments already made (a finished file or an interrupted run's whole lines) are reused
-        cache = {row["id"]: row for _, row in inputs.read_jsonl(str(partial_path(judgments)))} if log.done else {}
+        cache = {row["id"]: row for _, row in reading.read_jsonl(str(partial_path(judgments)))} if log.done else {}
         for kind, records in sets.items():
             given = {name: answers(name, kind, records) for name in names}
             outcomes: dict[str, dict[str, list]] = {"pm": {}, "judge": {}}

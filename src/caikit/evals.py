@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from caikit import inputs
+from caikit import inputs, reading
 from caikit.errors import CaikitError
 from caikit.judge import ANSWER
 from caikit.stats import accuracy_table
@@ -47,7 +47,7 @@ def subset_name(path: Path) -> str:
 
 def bigbench_examples(path: Path) -> list[tuple[str, str, dict]]:
     """(where, input text, target_scores) of each example of a BIG-bench JSON task file."""
-    text = inputs.decode(str(path), inputs.read_bytes(str(path)))
+    text = reading.decode(str(path), reading.read_bytes(str(path)))
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as err:
@@ -161,7 +161,7 @@ def mc_items(paths: list[str], seed: int = 0) -> list[dict]:
                 items.append({"text": mc_question(text, options), "choices": [f" ({LETTERS[i]})" for i in range(len(options))],
                               "correct": {i for i, o in enumerate(options) if scores[o] == best}, "subset": subset})
             continue
-        for number, row in inputs.read_jsonl(str(path)):
+        for number, row in reading.read_jsonl(str(path)):
             where = f"{path}:{number}"
             if "corrects" in row and "incorrects" in row and isinstance(row.get("prompt"), str):
                 choices = list(row["corrects"]) + list(row["incorrects"])

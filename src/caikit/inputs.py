@@ -17,60 +17,24 @@ including the last human turn.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import gzip
 import itertools
-import json
 import logging
 import re
-import sys
 from pathlib import Path
 
 from caikit.errors import CaikitError, located
+from caikit.reading import jsonl_rows, read_jsonl, text_lines
 from caikit.records import pair_id, prompt_id
 
 FORMATS = ("auto", "jsonl", "csv", "txt", "hh")
 ROLES = ("system", "user", "assistant")
-MAX_LINE = 16 << 20  # characters in one JSONL record: far beyond any model's context
 _SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "txt"}
 _TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
 # Fields of an input record that describe the prompt or an earlier stage; the rest pass through.
 _CONSUMED = {"id", "prompt", "messages", "chosen", "rejected", "text", "completion", "caikit"}
 
 log = logging.getLogger(__name__)
-
-
-def read_bytes(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise CaikitError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CaikitError(f"{path}: is a directory, not a file") from None
-    except OSError as err:
-        raise CaikitError(f"{path}: cannot read ({err.strerror})") from None
-    if path.endswith(".gz"):
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as err:
-            raise CaikitError(f"{path}: not a valid gzip file ({err})") from None
-    return data
-
-
-def decode(path: str, data: bytes) -> str:
-    """UTF-8 text (a leading BOM is dropped); bad bytes are reported with their line number."""
-    if b"\x00" in data:
-        line = data[: data.index(b"\x00")].count(b"\n") + 1
-        raise located(path, line, "a NUL byte: this is a binary (or UTF-16) file, not UTF-8 text")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise located(path, line, f"not valid UTF-8 (byte 0x{data[err.start]:02x}); convert the file to UTF-8") from None
-    return text.removeprefix("\ufeff")
 
 
 def detect_format(path: str, text: str, fmt: str) -> str:
@@ -84,78 +48,6 @@ def detect_format(path: str, text: str, fmt: str) -> str:
     if suffix not in _SUFFIXES:
         raise CaikitError(f"{path}: cannot tell the format from the extension; pass --format jsonl, csv, txt or hh")
     return _SUFFIXES[suffix]
-
-
-def open_binary(path: str):
-    """A file (or stdin for `-`; `.gz` decompressed as it is read) opened for reading bytes."""
-    if path == "-":
-        return contextlib.nullcontext(sys.stdin.buffer)
-    try:
-        handle = Path(path).open("rb")
-    except FileNotFoundError:
-        raise CaikitError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CaikitError(f"{path}: is a directory, not a file") from None
-    except OSError as err:
-        raise CaikitError(f"{path}: cannot read ({err.strerror})") from None
-    return gzip.GzipFile(fileobj=handle, mode="rb") if path.endswith(".gz") else handle
-
-
-def text_lines(path: str):
-    """(line number, text) for each line of a file, read one line at a time: memory holds one line,
-    whatever the file's size. Lines end at \n only (JSON strings may hold U+2028, U+0085 and the like,
-    which str.splitlines() would split at) and keep it; a NUL byte, bad UTF-8 or a line over MAX_LINE
-    is reported with its line number. The file is opened at once (a missing file fails here)."""
-    return ((number, line) for number, line, _ in numbered_lines(path, open_binary(path)))
-
-
-def numbered_lines(path: str, handle):
-    """(line number, text, byte offset of the line) for each line read from a binary `handle`."""
-    with handle as f:
-        number, offset = 0, 0
-        try:
-            for number, raw in enumerate(f, start=1):
-                at, offset = offset, offset + len(raw)
-                if b"\x00" in raw:
-                    raise located(path, number, "a NUL byte: this is a binary (or UTF-16) file, not UTF-8 text")
-                if len(raw) > 4 * MAX_LINE:
-                    raise located(path, number, f"a line of {len(raw) / 2**20:.0f} MB; one record may hold at most {MAX_LINE >> 20} MB")
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise located(path, number, f"not valid UTF-8 (byte 0x{raw[err.start]:02x}); convert the file to UTF-8") from None
-                yield number, line.removeprefix("\ufeff") if number == 1 else line, at
-        except (OSError, EOFError) as err:  # a gzip stream that is corrupt or cut short
-            if not path.endswith(".gz"):
-                raise CaikitError(f"{path}:{number + 1}: cannot read ({err})") from None
-            raise CaikitError(f"{path}: not a valid gzip file ({err})") from None
-
-
-def jsonl_rows(path: str, lines):
-    """(line number, object) for each non-blank line of (line number, text) pairs."""
-    for number, line in lines:
-        if not line.strip():
-            continue
-        if len(line) > MAX_LINE:
-            raise located(path, number, f"a line of {len(line) / 2**20:.0f} MB; one record may hold at most {MAX_LINE >> 20} MB")
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise located(path, number, f"invalid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(row, dict):
-            raise located(path, number, f"expected a JSON object, got {type(row).__name__}")
-        yield number, row
-
-
-def read_jsonl(path: str):
-    """The records of a JSONL file (or `-`) with their line numbers, one at a time; a file with
-    none is an error (raised when the reading reaches its end)."""
-    found = False
-    for number, row in jsonl_rows(path, text_lines(path)):
-        found = True
-        yield number, row
-    if not found:
-        raise CaikitError(f"{'<stdin>' if path == '-' else path}: no records (the input is empty)")
 
 
 def parse_transcript(text: str, keep_history: bool = False) -> list[dict] | None:
@@ -217,10 +109,13 @@ def prompt_of(row: dict, where: tuple[str, int], *, hh: bool = False, keep_histo
     raise located(*where, f"no usable prompt: expected a {wanted} field")
 
 
-def read_prompts(
-    path: str, fmt: str = "auto", *, prompt_field: str = "prompt", keep_history: bool = False
-) -> list[dict]:
+def read_prompts(path: str, fmt: str = "auto", *, prompt_field: str = "prompt", keep_history: bool = False) -> list[dict]:
     """Distinct prompts of a file (or `-`) as `{"id", "prompt", ...}` records, in file order."""
+    return list(iter_prompts(path, fmt, prompt_field=prompt_field, keep_history=keep_history))
+
+
+def iter_prompts(path: str, fmt: str = "auto", *, prompt_field: str = "prompt", keep_history: bool = False):
+    """read_prompts one record at a time: memory holds the ids seen (to drop repeats), not the records."""
     if fmt not in FORMATS:
         raise CaikitError(f"--format {fmt}: unknown format; choose one of {', '.join(FORMATS)}")
     lines = text_lines(path)
@@ -234,12 +129,20 @@ def read_prompts(
                 break
         lines = itertools.chain(ahead, lines)
     fmt = detect_format(path, sniffed, fmt)
-    records = []
+    seen: set[str] = set()
+
+    def new(record: dict) -> bool:
+        fresh = record["id"] not in seen
+        seen.add(record["id"])
+        return fresh
+
     if fmt in ("jsonl", "hh"):
         for number, row in jsonl_rows(path, lines):
             prompt = prompt_of(row, (path, number), hh=fmt == "hh", keep_history=keep_history)
             extra = {k: v for k, v in row.items() if k not in _CONSUMED}
-            records.append({"id": prompt_id(prompt), "prompt": prompt, **extra})
+            record = {"id": prompt_id(prompt), "prompt": prompt, **extra}
+            if new(record):
+                yield record
     elif fmt == "csv":
         reader = csv.DictReader(line for _, line in lines)
         if reader.fieldnames is None:
@@ -253,21 +156,28 @@ def read_prompts(
                 raise located(path, reader.line_num, f"empty '{prompt_field}' cell")
             prompt = [{"role": "user", "content": value}]
             extra = {k: v for k, v in row.items() if k != prompt_field and k is not None and k not in _CONSUMED}
-            records.append({"id": prompt_id(prompt), "prompt": prompt, **extra})
+            record = {"id": prompt_id(prompt), "prompt": prompt, **extra}
+            if new(record):
+                yield record
     else:
         for _, line in lines:
             if line.strip():
                 prompt = [{"role": "user", "content": line.strip()}]
-                records.append({"id": prompt_id(prompt), "prompt": prompt})
-    if not records:
+                record = {"id": prompt_id(prompt), "prompt": prompt}
+                if new(record):
+                    yield record
+    if not seen:
         raise CaikitError(f"{'<stdin>' if path == '-' else path}: no prompts found (the input is empty)")
-    seen: set[str] = set()
-    return [r for r in records if not (r["id"] in seen or seen.add(r["id"]))]
 
 
 def read_completions(path: str) -> list[dict]:
     """Records with a prompt and a completion (e.g. `redteam` output), validated, in file order."""
-    records, first_line = [], {}
+    return list(iter_completions(path))
+
+
+def iter_completions(path: str):
+    """read_completions one record at a time: memory holds the ids seen, not the records."""
+    first_line: dict[str, int] = {}
     for number, row in read_jsonl(path):
         where = (path, number)
         if "prompt" not in row or "completion" not in row:
@@ -290,8 +200,7 @@ def read_completions(path: str) -> list[dict]:
         if rid in first_line:
             raise located(*where, f"duplicate id {rid} (first on line {first_line[rid]})")
         first_line[rid] = number
-        records.append({**row, "id": rid, "prompt": prompt, "completion": completion})
-    return records
+        yield {**row, "id": rid, "prompt": prompt, "completion": completion}
 
 
 def split_transcript(text: str) -> tuple[list[dict], str] | None:
@@ -334,7 +243,14 @@ def pair_of(row: dict, where: tuple) -> tuple[list[dict], str, str, tuple[str, s
 def read_pairs(path: str) -> tuple[list[dict], dict]:
     """Pairs to label, `{"id", "prompt", "a", "b", ...}` (a = chosen when relabelling), from any shape
     `pair_of` accepts. Pairs with an empty or identical response are skipped and counted."""
-    pairs, skipped = [], {"identical": 0, "empty": 0}
+    skipped = {"identical": 0, "empty": 0}
+    return list(iter_pairs(path, skipped)), skipped
+
+
+def iter_pairs(path: str, skipped: dict):
+    """read_pairs one pair at a time; the skipped ones are counted in `skipped`."""
+    for reason in ("identical", "empty"):
+        skipped.setdefault(reason, 0)
     for number, row in read_jsonl(path):
         prompt, a, b, keys = pair_of(row, (path, number))
         if not a or not b:
@@ -344,8 +260,7 @@ def read_pairs(path: str) -> tuple[list[dict], dict]:
             skipped["identical"] += 1
             continue
         extra = {k: v for k, v in row.items() if k not in (*keys, "prompt", "id", "caikit", "label", "principles", "p_a")}
-        pairs.append({"id": pair_id(prompt, a, b), "prompt": prompt, "a": a, "b": b, **extra})
-    return pairs, skipped
+        yield {"id": pair_id(prompt, a, b), "prompt": prompt, "a": a, "b": b, **extra}
 
 
 def read_preferences(path: str) -> list[dict]:

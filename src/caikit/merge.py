@@ -20,13 +20,11 @@ import contextlib
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 from array import array
 
 import numpy as np
 
-from caikit import inputs
+from caikit import reading
 from caikit.errors import CaikitError
 from caikit.records import canonical
 
@@ -66,14 +64,13 @@ class Index:
         return {name: np.frombuffer(self.columns[name], dtype=kind) for name, (_, kind) in self.KINDS.items()}
 
 
-def scan(paths: list[str], names: list[str], counts: dict) -> dict[str, np.ndarray]:
-    """Validate every record of `paths` (called `names` in messages) and index it; warn about
-    shards and settings."""
+def scan(paths: list[str], counts: dict) -> dict[str, np.ndarray]:
+    """Validate every record of `paths` and index it; warn about shards and settings."""
     index, settings, shards = Index(), {}, set()
-    for f, (path, name) in enumerate(zip(paths, names)):
+    for f, name in enumerate(paths):
         before = counts["read"]
-        for number, line, offset in inputs.numbered_lines(name, inputs.open_binary(path)):
-            for _, row in inputs.jsonl_rows(name, [(number, line)]):
+        for number, line, offset in reading.numbered_lines(name, reading.open_binary(name)):
+            for _, row in reading.jsonl_rows(name, [(number, line)]):
                 if not isinstance(row.get("id"), str):
                     raise CaikitError(f"{name}:{number}: a record needs a string `id` to be merged")
                 counts["read"] += 1
@@ -109,7 +106,7 @@ class Reader:
 
     def __init__(self, paths: list[str], stack: contextlib.ExitStack):
         self.paths = paths
-        self.handles = [stack.enter_context(inputs.open_binary(p)) for p in paths]
+        self.handles = [stack.enter_context(reading.open_binary(p)) for p in paths]
 
     def record(self, f: int, offset: int) -> dict:
         handle = self.handles[f]
@@ -122,8 +119,8 @@ def merge(paths: list[str], write) -> dict:
     known; return the counts (read, duplicates, conflicts)."""
     counts = {"read": 0, "duplicates": 0, "conflicts": 0}
     with contextlib.ExitStack() as stack:
-        names, paths = paths, [spooled(p, stack) if p == "-" else p for p in paths]
-        index = scan(paths, names, counts)
+        stack.enter_context(reading.replayable("-") if "-" in paths else contextlib.nullcontext())
+        index = scan(paths, counts)
         by_key = np.argsort(index["key"], kind="stable")  # copies of one id together, the first read first
         keys = index["key"][by_key]
         first = np.ones(len(keys), dtype=bool)
@@ -140,19 +137,10 @@ def merge(paths: list[str], write) -> dict:
                     conflict = (index["file"][copy], index["line"][copy], reader.record(index["file"][copy], index["offset"][copy])["id"])
         if conflict:
             log.warning("%d ids appear with different contents; the first copy is kept (first conflict: %s:%d (id %s))",
-                        counts["conflicts"], names[conflict[0]], conflict[1], conflict[2])
+                        counts["conflicts"], paths[conflict[0]], conflict[1], conflict[2])
         kept = by_key[first]
         kept = kept[np.lexsort((index["line"][kept], index["file"][kept], index["position"][kept]))]
         del by_key, keys, first, owner
         for r in kept:
             write(reader.record(index["file"][r], index["offset"][r]))
     return counts
-
-
-def spooled(path: str, stack: contextlib.ExitStack) -> str:
-    """Standard input copied to a temporary file, which the merge can read twice."""
-    handle = stack.enter_context(tempfile.NamedTemporaryFile(prefix="caikit-merge-", suffix=".jsonl"))
-    with inputs.open_binary(path) as source:
-        shutil.copyfileobj(source, handle)
-    handle.flush()
-    return handle.name

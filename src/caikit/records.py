@@ -16,6 +16,7 @@ Preference (label; TRL's reward/DPO format, `label` = p(chosen better than rejec
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -73,6 +74,42 @@ def sharded(records: list[dict], shard: Shard | None, key=lambda r: r["id"]):
         return records, lambda record: record
     mine, positions = shard.select(records, key)
     return mine, lambda record: shard.mark(record, positions.get(key(record)))
+
+
+def batches(records, size: int):
+    """Lists of `size` consecutive items of an iterable (the last may be shorter)."""
+    iterator = iter(records)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+class Selection:
+    """The records a stage works on, read from its input twice: `count()` reads every record once
+    (bad input stops the stage there, before a model is loaded or a record written, and the count
+    is the progress bar's total), iterating reads them again for the work. `read()` opens a fresh
+    reading of the input; the first `limit` records are taken, then this `shard`'s (by `key`), less
+    those `skip` says are done. Memory holds this shard's input positions, not the records."""
+
+    def __init__(self, read, *, limit: int | None = None, shard: Shard | None = None, key=lambda r: r["id"], skip=lambda r: False):
+        self.read, self.limit, self.shard, self.key, self.skip = read, limit, shard, key, skip
+        self.positions: dict[str, int] = {}
+
+    def __iter__(self):
+        for k, record in enumerate(itertools.islice(self.read(), self.limit or None)):
+            if self.shard is not None:
+                key = self.key(record)
+                if not self.shard.holds(key):
+                    continue
+                self.positions.setdefault(key, k)
+            if not self.skip(record):
+                yield record
+
+    def count(self) -> int:
+        return sum(1 for _ in self)
+
+    def mark(self, record: dict) -> dict:
+        """Record the shard and input position of an output record (found by `key`), for `caikit merge`."""
+        return record if self.shard is None else self.shard.mark(record, self.positions.get(self.key(record)))
 
 
 def assistant(text: str) -> list[dict]:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import replace
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from caikit.backends import Backend, SamplingParams
 from caikit.errors import CaikitError
-from caikit.records import prompt_id, provenance
+from caikit.records import batches, prompt_id, provenance
 
 Progress = Callable[[int], None]
 
@@ -36,20 +36,22 @@ def by_length(records: list[dict]) -> list[dict]:
 
 
 def answer(
-    records: list[dict], backend: Backend, params: SamplingParams, advance: Progress = lambda n: None
+    records: Iterable[dict], backend: Backend, params: SamplingParams, advance: Progress = lambda n: None, window: int = 32
 ) -> Iterator[dict]:
-    """Yield each record with the model's `completion`, one batch at a time (longest prompts first)."""
-    ordered = by_length(records)
-    for start in range(0, len(ordered), backend.batch_size):
-        batch = ordered[start : start + backend.batch_size]
-        texts = backend.generate([r["prompt"] for r in batch], params)  # seeded per sequence, not per batch
-        for record, text in zip(batch, texts):
-            yield {
-                **record,
-                "completion": [{"role": "assistant", "content": text}],
-                "caikit": provenance("redteam", backend, params),
-            }
-        advance(len(batch))
+    """Yield each record with the model's `completion`, one batch at a time: records are read
+    `window` batches at a time, longest prompts first within each window."""
+    for chunk in batches(records, backend.batch_size * window):
+        ordered = by_length(chunk)
+        for start in range(0, len(ordered), backend.batch_size):
+            batch = ordered[start : start + backend.batch_size]
+            texts = backend.generate([r["prompt"] for r in batch], params)  # seeded per sequence, not per batch
+            for record, text in zip(batch, texts):
+                yield {
+                    **record,
+                    "completion": [{"role": "assistant", "content": text}],
+                    "caikit": provenance("redteam", backend, params),
+                }
+            advance(len(batch))
 
 
 def few_shot_prompt(examples: list[str]) -> str:

@@ -25,12 +25,12 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import replace
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from caikit.backends import Backend, SamplingParams
 from caikit.constitution import Constitution, CritiqueExample, Principle
 from caikit.errors import CaikitError
-from caikit.records import provenance
+from caikit.records import batches, provenance
 
 CONTEXTS = ("append", "fresh")
 STOP = ("\nHuman:", "\nUser:", "CritiqueRequest:", "RevisionRequest:", "<|im_start|>", "<|im_end|>")
@@ -123,7 +123,7 @@ class Chain:
 
 
 def run(
-    records: list[dict],
+    records: Iterable[dict],
     backend: Backend,
     const: Constitution,
     params: SamplingParams,
@@ -149,9 +149,9 @@ def run(
         shots=shots,
         critique_tokens=critique_tokens,
     )
-    for start in range(0, len(records), chunk_size):
+    for chunk in batches(records, chunk_size):
         chains = []
-        for record in records[start : start + chunk_size]:
+        for record in chunk:
             fallback = principles[0]
             examples = draw_shots(const.critique_examples, params.seed, record["id"], shots)
             turns = [t for e in examples for t in example_turns(e, const, fallback, critique)]

@@ -18,7 +18,7 @@ from caikit.cli.options import (
 )
 from caikit.errors import CaikitError, FailedCheck
 from caikit.inputs import FORMATS
-from caikit.records import prompt_id, sharded
+from caikit.records import Selection, prompt_id, sharded
 from caikit.revise import CONTEXTS
 
 Format = Annotated[str, choice("--format", FORMATS, "Input format: auto, jsonl, csv, txt or hh (hh-rlhf transcripts).", "format")]
@@ -53,26 +53,26 @@ def redteam(
     With --synthesize N it writes N new prompts instead, few-shot from the input prompts, as
     `{id, prompt}` records that redteam itself accepts: caikit redteam -i seeds.jsonl --synthesize 100
     """
-    from caikit import console, inputs, redteam as stage
+    from caikit import console, inputs, reading, redteam as stage
     from caikit.outputs import JsonlWriter
 
     console.setup_logging(quiet)
     stage.check(synthesize=synthesize, shots=shots, sharded=shard is not None)
-    records = first(inputs.read_prompts(input, format, prompt_field=prompt_field, keep_history=keep_history), limit)
-    records, mark = sharded(records, shard)
+    read = lambda: inputs.iter_prompts(input, format, prompt_field=prompt_field, keep_history=keep_history)  # noqa: E731
     timer, tokens = console.Timer(), 0
-    with JsonlWriter(output, resume=resume, inputs=(input,)) as out:
-        todo = [r for r in records if r["id"] not in out.done]
-        wanted = max(synthesize - len(out.done), 0) if synthesize else len(todo)
+    with reading.replayable(input), JsonlWriter(output, resume=resume, inputs=(input,)) as out:
+        todo = Selection(read, limit=limit, shard=shard, skip=lambda r: r["id"] in out.done)
+        wanted = max(synthesize - len(out.done), 0) if synthesize else todo.count()  # (every record is checked first)
         if wanted:
             backend = engine.build(model)
             with console.progress("synthesizing" if synthesize else "answering", wanted, quiet) as advance:
                 if synthesize:
-                    made = stage.synthesize(records, backend, wanted, sampling, shots=shots, skip_ids=frozenset(out.done), advance=advance)
+                    made = stage.synthesize(list(Selection(read, limit=limit)), backend, wanted, sampling, shots=shots,
+                                            skip_ids=frozenset(out.done), advance=advance)
                 else:
                     made = stage.answer(todo, backend, sampling, advance)
                 for record in made:
-                    out.write(mark(record))
+                    out.write(todo.mark(record))
             tokens = backend.generated_tokens
     if not quiet:
         resumed = f" ({len(out.done)} resumed)" if out.done else ""
@@ -114,28 +114,28 @@ def revise(
 
     Example: caikit redteam -i prompts.jsonl | caikit revise --rounds 2 > sl.jsonl
     """
-    from caikit import console, constitution as constitutions, inputs, revise as stage
+    from caikit import console, constitution as constitutions, inputs, reading, revise as stage
     from caikit.outputs import JsonlWriter
 
     console.setup_logging(quiet)
     const = constitutions.load(constitution)
     chosen = stage.check(const, rounds=rounds, emit_round=emit_round, keep_all=keep_all, principles=principles)
-    records, mark = sharded(first(inputs.read_completions(input), limit), shard, key=lambda r: re.sub(r"-r\d+$", "", r["id"]))
     timer, tokens, failed = console.Timer(), 0, 0
-    with JsonlWriter(output, resume=resume, inputs=(input,)) as out:
-        todo = [r for r in records if r["id"] + (f"-r{rounds}" if keep_all else "") not in out.done]
-        if todo:
+    with reading.replayable(input), JsonlWriter(output, resume=resume, inputs=(input,)) as out:
+        todo = Selection(lambda: inputs.iter_completions(input), limit=limit, shard=shard, key=lambda r: re.sub(r"-r\d+$", "", r["id"]),
+                         skip=lambda r: r["id"] + (f"-r{rounds}" if keep_all else "") in out.done)
+        if total := todo.count():  # (every record is checked first)
             backend = engine.build(model)
-            with console.progress(f"revising ({rounds} rounds)", len(todo), quiet) as advance:
+            with console.progress(f"revising ({rounds} rounds)", total, quiet) as advance:
                 for record in stage.run(todo, backend, const, sampling, rounds=rounds, critique=not no_critique, context=context,
                                         shots=shots, principles=chosen, critique_tokens=critique_tokens, chunk_size=chunk_size,
                                         emit_round=emit_round, keep_all=keep_all, advance=advance):
-                    out.write(mark(record))
+                    out.write(todo.mark(record))
                     failed += 0 if keep_all else sum(1 for step in record["revisions"] if step.get("failed"))
             tokens = backend.generated_tokens
     if not quiet:
         console.say(
-            f"revise: {len(todo)} records x {rounds} rounds -> {destination(output)}{f' ({len(out.done)} resumed)' if out.done else ''}; "
+            f"revise: {total} records x {rounds} rounds -> {destination(output)}{f' ({len(out.done)} resumed)' if out.done else ''}; "
             f"{failed} failed rounds kept the previous text; {tokens} tokens in {timer.seconds:.1f} s"
         )
 

@@ -26,11 +26,11 @@ def inspect(
     """
     from rich.console import Console
 
-    from caikit import inputs, inspection
+    from caikit import inspection, reading
 
     keep = [inspection.parse_filter(w) for w in where or []]
     summary, shown = inspection.Summary(), []  # one pass; only the records to show are kept
-    for _, row in inputs.read_jsonl(input):
+    for _, row in reading.read_jsonl(input):
         if all(k(row) for k in keep):
             summary.add(row)
             if len(shown) < show:
