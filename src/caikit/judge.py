@@ -114,7 +114,12 @@ def debiased(p_slot_a_first_order: float, p_slot_a_second_order: float) -> float
 def position_bias(p_slot_a: Sequence[float]) -> float | None:
     """How much a labeler prefers slot A whatever it holds: mean p(A) over every question asked, minus
     0.5. 0 is none; +0.5 always (A), -0.5 always (B). None when nothing was asked."""
-    return sum(p_slot_a) / len(p_slot_a) - 0.5 if p_slot_a else None
+    return bias_of(sum(p_slot_a), len(p_slot_a))
+
+
+def bias_of(total_p_a: float, asked: int) -> float | None:
+    """position_bias from the sum of p(A) over `asked` questions (for figures summed as they come)."""
+    return total_p_a / asked - 0.5 if asked else None
 
 
 def draw_principles(comparisons: Sequence[Comparison], k: int, seed: int, record_id: str) -> list[Comparison]:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from caikit import inputs, judge
 from caikit.backends import Backend, SamplingParams
 from caikit.constitution import Comparison, Constitution
 from caikit.errors import CaikitError
-from caikit.records import preference_record, provenance
+from caikit.records import Selection, Shard, batches, preference_record, prompt_id, provenance
 
 
 @dataclass
@@ -55,17 +55,27 @@ def cot_sampling(sampling: SamplingParams) -> SamplingParams:
     return replace(sampling, max_new_tokens=128, temperature=max(sampling.temperature, 0.1))
 
 
-def read_items(path: str, format: str, *, prompts: bool) -> tuple[list[dict], dict]:
-    """What `label` labels: prompts to sample pairs for (`prompts`), or pairs; and the skip counts."""
-    skipped = {"identical": 0, "empty": 0, "min_margin": 0}
-    if prompts:
-        return inputs.read_prompts(path, format), skipped
-    items, counts = inputs.read_pairs(path)
-    return items, {**skipped, **counts}
+def selection(path: str, format: str, *, prompts: bool, skipped: dict, limit: int | None, shard: Shard | None,
+              done: set[str]) -> Selection:
+    """What `label` labels, read as it goes: prompts to sample pairs for (`prompts`), or pairs, whose
+    skips are counted in `skipped` afresh on each reading; less what an interrupted run finished (a
+    prompt with a labelled pair, or a pair)."""
+    for reason in ("identical", "empty", "min_margin"):
+        skipped.setdefault(reason, 0)
+
+    def read():
+        if prompts:
+            return inputs.iter_prompts(path, format)
+        skipped.update(identical=0, empty=0)
+        return inputs.iter_pairs(path, skipped)
+
+    labelled = {i.rsplit("-", 2)[0] for i in done} if prompts else done
+    return Selection(read, limit=limit, shard=shard, key=lambda r: prompt_id(r["prompt"]) if prompts else r["id"],
+                     skip=lambda item: item["id"] in labelled)
 
 
 def label_pairs(
-    pairs: list[dict],
+    pairs: Iterable[dict],
     backend: Backend,
     const: Constitution,
     comparisons: list[Comparison],
@@ -74,8 +84,7 @@ def label_pairs(
 ) -> Iterator[dict]:
     """Yield one labelled record per pair `{"id", "prompt", "a", "b", ...}`, in chunks."""
     shots = const.comparison_examples if options.few_shot else []
-    for start in range(0, len(pairs), options.chunk_size):
-        chunk = pairs[start : start + options.chunk_size]
+    for chunk in batches(pairs, options.chunk_size):
         jobs, owners = [], []
         for i, pair in enumerate(chunk):
             for principle in judge.draw_principles(comparisons, options.principles_per_label, options.seed, pair["id"]):
@@ -153,16 +162,9 @@ def sample_pairs(prompts: list[dict], policy: Backend, params: SamplingParams, s
     return pairs
 
 
-def remaining(items: list[dict], done: set[str], *, prompts: bool) -> list[dict]:
-    """What an interrupted run has left: prompts with no labelled pair yet, or pairs not yet labelled."""
-    if prompts:
-        labelled = {i.rsplit("-", 2)[0] for i in done}
-        return [r for r in items if r["id"] not in labelled]
-    return [p for p in items if p["id"] not in done]
-
-
 def run(
-    items: list[dict],
+    items: Iterable[dict],
+    total: int,
     feedback: Backend,
     const: Constitution,
     comparisons: list[Comparison],
@@ -175,20 +177,18 @@ def run(
     skipped: dict | None = None,
     progress=lambda description, total: nullcontext(lambda n: None),
 ) -> Iterator[dict]:
-    """Label `items` (pairs; or prompts when a `policy` samples `sampling.n` responses each) and yield
-    the records kept after `min_margin`; `skipped` counts what was dropped and why."""
+    """Label `items` (`total` pairs; or prompts when a `policy` samples `sampling.n` responses each,
+    `options.chunk_size` prompts at a time) and yield the records kept after `min_margin`; `skipped`
+    counts what was dropped and why."""
     skipped = skipped if skipped is not None else {}
     for reason in ("identical", "empty", "min_margin"):
         skipped.setdefault(reason, 0)
-    pairs = items
-    if policy is not None:
-        with progress(f"sampling {sampling.n} responses", len(items)) as advance:
-            pairs = sample_pairs(items, policy, sampling, skipped)
-            advance(len(items))
-    if not pairs:
-        return
-    with progress("labelling pairs", len(pairs)) as advance:
-        for record in label_pairs(pairs, feedback, const, comparisons, options, advance):
+    with progress(f"sampling {sampling.n} responses and labelling" if policy else "labelling pairs", total) as advance:
+        if policy is None:
+            labelled = label_pairs(items, feedback, const, comparisons, options, advance)
+        else:
+            labelled = _sampled(items, policy, sampling, skipped, feedback, const, comparisons, options, advance)
+        for record in labelled:
             if abs(record["p_a"] - 0.5) < min_margin:
                 skipped["min_margin"] += 1
                 continue
@@ -197,31 +197,59 @@ def run(
             yield record
 
 
-def summarize(records: list[dict]) -> dict:
-    """Pairs, mean confidence, position bias, per-principle agreement with the ensemble."""
-    if not records:
-        return {"pairs": 0}
-    slot_a = [p for r in records for e in r["principles"] for p in e.get("p_slot_a", [])]
-    agree: dict[str, list[int]] = {}
-    for r in records:
-        if len(r["principles"]) > 1:
-            for e in r["principles"]:
-                agree.setdefault(e["id"], []).append(int((e["p"] >= 0.5) == (r["p_a"] >= 0.5)))
-    return {
-        "pairs": len(records),
-        "mean_label": sum(r["label"] for r in records) / len(records),
-        "mean_confidence": sum(abs(r["p_a"] - 0.5) * 2 for r in records) / len(records),
-        "position_bias": judge.position_bias(slot_a),
-        "principle_agreement": {k: sum(v) / len(v) for k, v in sorted(agree.items())},
-    }
+def _sampled(prompts, policy, sampling, skipped, feedback, const, comparisons, options, advance) -> Iterator[dict]:
+    """Sample and label `options.chunk_size` prompts at a time, advancing the bar by prompts."""
+    for chunk in batches(prompts, options.chunk_size):
+        yield from label_pairs(sample_pairs(chunk, policy, sampling, skipped), feedback, const, comparisons, options)
+        advance(len(chunk))
 
 
-def summary_rows(records: list[dict], skipped: dict, seconds: float, checked: dict | None = None) -> list[tuple[str, str]]:
-    """The end-of-run table: counts, confidence, position bias, agreement with humans when checked."""
-    stats = summarize(records)
+class Summary:
+    """Pairs, mean label and confidence, position bias and per-principle agreement with the ensemble,
+    from records seen one at a time (sums and counts: memory does not grow with the records)."""
+
+    def __init__(self):
+        self.pairs, self.label, self.confidence, self.slot_a, self.asked = 0, 0.0, 0.0, 0.0, 0
+        self.agree: dict[str, list[int]] = {}  # principle -> [agreeing, judged]
+
+    def add(self, r: dict) -> None:
+        self.pairs += 1
+        self.label += r["label"]
+        self.confidence += abs(r["p_a"] - 0.5) * 2
+        for e in r["principles"]:
+            self.slot_a += sum(e.get("p_slot_a", []))
+            self.asked += len(e.get("p_slot_a", []))
+            if len(r["principles"]) > 1:
+                counts = self.agree.setdefault(e["id"], [0, 0])
+                counts[0] += int((e["p"] >= 0.5) == (r["p_a"] >= 0.5))
+                counts[1] += 1
+
+    def result(self) -> dict:
+        if not self.pairs:
+            return {"pairs": 0}
+        return {
+            "pairs": self.pairs,
+            "mean_label": self.label / self.pairs,
+            "mean_confidence": self.confidence / self.pairs,
+            "position_bias": judge.bias_of(self.slot_a, self.asked),
+            "principle_agreement": {k: agreeing / judged for k, (agreeing, judged) in sorted(self.agree.items())},
+        }
+
+
+def summarize(records: Iterable[dict]) -> dict:
+    """Summary of `records` (see Summary)."""
+    summary = Summary()
+    for record in records:
+        summary.add(record)
+    return summary.result()
+
+
+def summary_rows(stats: dict, skipped: dict, seconds: float, checked: dict | None = None) -> list[tuple[str, str]]:
+    """The end-of-run table from `summarize`'s figures: counts, confidence, position bias, agreement
+    with humans when checked."""
     rows = [("pairs labelled", str(stats["pairs"]))]
     rows += [(f"skipped ({reason.replace('_', ' ')})", str(count)) for reason, count in skipped.items() if count]
-    if records:
+    if stats["pairs"]:
         rows.append(("mean label p(chosen)", f"{stats['mean_label']:.3f}"))
         rows.append(("mean confidence |2p-1|", f"{stats['mean_confidence']:.3f}"))
         if stats["position_bias"] is not None:
@@ -231,5 +259,5 @@ def summary_rows(records: list[dict], skipped: dict, seconds: float, checked: di
         lo, hi = checked["ci95"]
         rows.append(("AI agrees with the human choice", f"{checked['agreement']:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={checked['n']})"
                      + ("" if checked["signal"] else ": no measurable signal")))
-    rows.append(("seconds", f"{seconds:.1f} ({len(records) / seconds if seconds else 0:.2f} pairs/s)"))
+    rows.append(("seconds", f"{seconds:.1f} ({stats['pairs'] / seconds if seconds else 0:.2f} pairs/s)"))
     return rows

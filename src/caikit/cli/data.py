@@ -13,12 +13,12 @@ from caikit.backends import SamplingParams, for_scoring
 from caikit.cli.app import command
 from caikit.cli.options import (
     CheckHuman, CheckLimit, ChunkSize, Clamp, Constitution, Engine, FeedbackModel, Input, Kind, Limit, MinMargin, Model, Output,
-    Policy, PrinciplesPerLabel, Quiet, Resume, ShardOption, Shots, choice, clamp_range, destination, engine, first, sampling,
+    Policy, PrinciplesPerLabel, Quiet, Resume, ShardOption, Shots, choice, clamp_range, destination, engine, sampling,
     with_options,
 )
 from caikit.errors import CaikitError, FailedCheck
 from caikit.inputs import FORMATS
-from caikit.records import Selection, prompt_id, sharded
+from caikit.records import Selection
 from caikit.revise import CONTEXTS
 
 Format = Annotated[str, choice("--format", FORMATS, "Input format: auto, jsonl, csv, txt or hh (hh-rlhf transcripts).", "format")]
@@ -195,7 +195,7 @@ def label(
 
     Example: caikit label -i runs/redteam.jsonl --policy runs/sl-cai -o runs/labels.jsonl
     """
-    from caikit import console, constitution as constitutions, label as stage
+    from caikit import console, constitution as constitutions, label as stage, reading
     from caikit.calibration import human_pairs
     from caikit.outputs import JsonlWriter
 
@@ -207,23 +207,22 @@ def label(
                                  clamp=clamp_range(clamp), few_shot=few_shot, seed=sampling.seed, chunk_size=chunk_size,
                                  cot_params=stage.cot_sampling(sampling))
     comparisons = stage.check(options, const, kind)
-    items, skipped = stage.read_items(input, format, prompts=bool(policy))
-    items, mark = sharded(first(items, limit), shard, key=lambda r: prompt_id(r["prompt"]) if policy else r["id"])
     human = human_pairs([check_human], check_limit, options.seed) if check_human else None  # (all data before any model)
-    timer, kept, checked, feedback = console.Timer(), [], None, None
-    if human:  # before any label is written
-        feedback = engine.build(feedback_model, scoring=True)
-        checked = check_against_humans(feedback, const, comparisons, options, human, min_agreement, quiet)
-    with JsonlWriter(output, resume=resume, inputs=(input,)) as out:
-        todo = stage.remaining(items, out.done, prompts=bool(policy))
-        if todo:
+    timer, kept, checked, feedback, skipped = console.Timer(), stage.Summary(), None, None, {}
+    with reading.replayable(input), JsonlWriter(output, resume=resume, inputs=(input,)) as out:
+        todo = stage.selection(input, format, prompts=bool(policy), skipped=skipped, limit=limit, shard=shard, done=out.done)
+        total = todo.count()  # (every record is checked before a model is loaded)
+        if human:  # before any label is written
+            feedback = engine.build(feedback_model, scoring=True)
+            checked = check_against_humans(feedback, const, comparisons, options, human, min_agreement, quiet)
+        if total:
             sampler, feedback = label_models(engine, policy, feedback_model, feedback)
-            for record in stage.run(todo, feedback, const, comparisons, options, policy=sampler, sampling=replace(sampling, n=samples) if policy else None,
+            for record in stage.run(todo, total, feedback, const, comparisons, options, policy=sampler, sampling=replace(sampling, n=samples) if policy else None,
                                     min_margin=min_margin, hard=hard, skipped=skipped, progress=console.progress_factory(quiet)):
-                kept.append(record)
-                out.write(mark(record))
+                kept.add(record)
+                out.write(todo.mark(record))
     if not quiet:
-        console.table(f"caikit label -> {destination(output)}", stage.summary_rows(kept, skipped, timer.seconds, checked))
+        console.table(f"caikit label -> {destination(output)}", stage.summary_rows(kept.result(), skipped, timer.seconds, checked))
 
 
 def label_models(engine: Engine, policy: str | None, feedback_model: str, feedback):
