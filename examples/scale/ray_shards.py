@@ -25,10 +25,11 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--shards", type=int, required=True)
     parser.add_argument("-o", "--output", required=True)
+    parser.add_argument("--num-cpus", type=int, help="with no cluster to join: the CPUs of the local Ray instance it starts")
     parser.add_argument("stage", nargs=argparse.REMAINDER, help="-- then the caikit command and its options, without -o")
     args = parser.parse_args()
     stage = [a for a in args.stage if a != "--"]
-    ray.init()
+    ray.init(num_cpus=args.num_cpus)  # (joins RAY_ADDRESS's cluster when it is set)
     parts = ray.get([run_shard.remote(stage, i, args.shards, args.output) for i in range(1, args.shards + 1)])
     subprocess.run(["caikit", "merge", *parts, "-o", args.output], check=True)
 
