@@ -26,10 +26,11 @@ WORDS = ("the of and to a in is it you that he was for on are with as his they b
          "if will way about many then them write would like so these her long make thing see him two has look more").split()
 
 READERS = {  # what each stage's reader holds: (the file it reads, the call)
-    "label: read_pairs": ("labels", "inputs.read_pairs(PATH)[0]"),
-    "train-pm: read_preferences": ("labels", "inputs.read_preferences(PATH)"),
-    "redteam: read_prompts": ("labels", "inputs.read_prompts(PATH)"),
-    "revise, sft: read_completions": ("redteam", "inputs.read_completions(PATH)"),
+    "redteam: iter_prompts (streamed)": ("labels", "sum(1 for _ in inputs.iter_prompts(PATH))"),
+    "revise: iter_completions (streamed)": ("redteam", "sum(1 for _ in inputs.iter_completions(PATH))"),
+    "label: iter_pairs (streamed)": ("labels", "sum(1 for _ in inputs.iter_pairs(PATH, {}))"),
+    "train-pm: read_preferences (a list)": ("labels", "len(inputs.read_preferences(PATH))"),
+    "sft: read_completions (a list)": ("redteam", "len(inputs.read_completions(PATH))"),
 }
 
 
@@ -98,7 +99,7 @@ def cases(paths: dict, folder: Path) -> dict[str, list[str]]:
         "--resume scan of FILE.partial": python(f"print(len(outputs.JsonlWriter({str(resume)!r}, resume=True).done))"),
     }
     for name, (source, call) in READERS.items():
-        found[name] = python(f"print(len({call.replace('PATH', repr(str(paths[source])))}))")
+        found[name] = python(f"print({call.replace('PATH', repr(str(paths[source])))})")
     return found
 
 
