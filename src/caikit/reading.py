@@ -19,22 +19,12 @@ MAX_LINE = 16 << 20  # characters in one JSONL record: far beyond any model's co
 
 
 def read_bytes(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise CaikitError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CaikitError(f"{path}: is a directory, not a file") from None
-    except OSError as err:
-        raise CaikitError(f"{path}: cannot read ({err.strerror})") from None
-    if path.endswith(".gz"):
+    """A whole file's bytes, for formats that are one document (BIG-bench's JSON tasks)."""
+    with open_binary(path) as f:
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as err:
-            raise CaikitError(f"{path}: not a valid gzip file ({err})") from None
-    return data
+            return f.read()
+        except (OSError, EOFError) as err:  # a gzip stream that is corrupt or cut short
+            raise CaikitError(f"{path}: {'not a valid gzip file' if path.endswith('.gz') else 'cannot read'} ({err})") from None
 
 
 def decode(path: str, data: bytes) -> str:
