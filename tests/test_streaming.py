@@ -4,7 +4,6 @@ size times the 6-7 that holding every record costs (benchmarks/scale.py has the 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -30,12 +29,20 @@ def shards(tmp_path_factory):
     return paths
 
 
+# Linux carries a process's peak RSS across fork and exec, so a command started straight from this
+# (large, late in the suite) pytest process would report pytest's peak; a small Python in between
+# starts it afresh and reports its peak.
+LAUNCH = """import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stdout=sys.stdout, stderr=sys.stderr)
+_, status, usage = os.wait4(child.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss, file=sys.stderr)"""
+
+
 def peak_mb(*args) -> tuple[float, str]:
-    process = subprocess.Popen([sys.executable, "-m", "caikit.cli", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out = process.stdout.read().decode()
-    _, status, usage = os.wait4(process.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, process.stderr.read().decode()
-    return usage.ru_maxrss / 1024, out
+    done = subprocess.run([sys.executable, "-c", LAUNCH, sys.executable, "-m", "caikit.cli", *map(str, args)], capture_output=True, text=True)
+    code, kb = done.stderr.split()[-2:]
+    assert code == "0", done.stderr
+    return int(kb) / 1024, done.stdout
 
 
 def test_inspect_streams(shards):
