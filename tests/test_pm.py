@@ -93,7 +93,7 @@ def test_hh_transcripts_are_hard_labels_and_weights_apply(tmp_path):
     rows = [{"chosen": f"\n\nHuman: q{i}\n\nAssistant: good {i}", "rejected": f"\n\nHuman: q{i}\n\nAssistant: bad {i}"} for i in range(4)]
     write(hh, rows)
     soft = write(tmp_path / "soft.jsonl", toy_rows(10, soft=True))
-    mixed, described = pm.mixed_preferences([(str(soft), 1.0), (str(hh), 0.5)], seed=0)
+    mixed, described = pm.mixed_preferences([(str(soft), 1.0), (str(hh), 0.5)], 0, tmp_path)
     assert len(mixed) == 12 and described[1]["used"] == 2 and described[1]["hard_labels"] == 4
     human = [r for r in mixed if r["chosen"][0]["content"].startswith("good")]
     assert len(human) == 2 and all(r["label"] == 1.0 and r["prompt"][-1]["role"] == "user" for r in human)
@@ -160,9 +160,9 @@ def test_long_pairs_keep_their_ends_and_still_teach(tiny_model, tmp_path):
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     full = pm.encode(tok, [rows[0]["prompt"] + rows[0]["chosen"]], 10_000)[0]
-    encoded, cut = pm.encode_pairs(tok, rows[:3], 40)
-    assert cut == 3 and len(full) > 40
-    assert encoded[0]["chosen_ids"] == full[-40:]
+    encoded = pm.encode_pairs({k: [r[k] for r in rows[:3]] for k in ("prompt", "chosen", "rejected")}, tok, 40)
+    assert encoded["cut"] == [True] * 3 and len(full) > 40
+    assert encoded["chosen_ids"][0] == full[-40:]
     data = write(tmp_path / "long.jsonl", rows)
     out = tmp_path / "pm"
     result = train("--data", str(data), "-o", str(out), "--base-model", str(tiny_model), "--epochs", "10", "--max-length", "40",

@@ -31,9 +31,9 @@ def train(*args):
 
 
 def test_completion_only_loss_masks_the_prompt(tiny_model, tmp_path):
-    rows = sft.examples_of(str(write_examples(tmp_path / "d.jsonl")))
+    examples, _ = sft.mixed_dataset(str(write_examples(tmp_path / "d.jsonl")), [], 0, tmp_path)
     options = sft.SftOptions(base_model=str(tiny_model), max_steps=1, device="cpu")
-    trainer, tokenizer, _, _ = sft.build_trainer(rows, tmp_path / "work", options)
+    trainer, tokenizer, _, _ = sft.build_trainer(examples, tmp_path / "work", options)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):
         learned = [t for t, label in zip(ids, labels) if label != -100]
@@ -54,7 +54,7 @@ def test_full_finetune_memorizes_and_reloads(tiny_model, tmp_path):
     assert report["metrics"]["final_loss"] < 0.5 * report["metrics"]["first_loss"]
     assert report["examples"]["train"] == 16 and report["data"][0]["sha256"] == training.sha256_file(data)
     assert {"config.json", "model.safetensors", "tokenizer.json", "caikit_train.json"} <= {p.name for p in out.iterdir()}
-    assert not (tmp_path / "model.tmp").exists()
+    assert not (tmp_path / "model.tmp").exists() and not list(tmp_path.glob(".model.data*"))  # nor its Arrow data
     backend = TransformersBackend.load(str(out), device="cpu")
     [answer] = backend.generate([[{"role": "user", "content": FACTS[2][0]}]], SamplingParams(max_new_tokens=12, temperature=0))
     assert answer.startswith("The robot eats")
@@ -79,10 +79,11 @@ def test_lora_trains_merges_and_keeps_adapter(tiny_model, tmp_path):
 def test_mix_proportions(tmp_path):
     main = write_examples(tmp_path / "main.jsonl", repeat=3)  # 12 records
     helpful = write_examples(tmp_path / "helpful.jsonl", pairs=[("Q?", "A.")] * 1 + [("Q2?", "B.")])
-    rows, sources = sft.mixed_dataset(str(main), [(str(helpful), 0.5)], seed=0)
+    rows, sources = sft.mixed_dataset(str(main), [(str(helpful), 0.5)], 0, tmp_path)
     assert len(rows) == 12 + 6 and sources[1]["used"] == 6 and sources[1]["records"] == 2
     assert sum(r["prompt"][0]["content"] in ("Q?", "Q2?") for r in rows) == 6
-    rows, _ = sft.mixed_dataset(str(main), [(str(helpful), 0.1)], seed=0)
+    (tmp_path / "again").mkdir()
+    rows, _ = sft.mixed_dataset(str(main), [(str(helpful), 0.1)], 0, tmp_path / "again")
     assert len(rows) == 12 + 1
 
 

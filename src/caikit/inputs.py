@@ -189,11 +189,10 @@ def iter_completions(path: str):
         if (
             not isinstance(completion, list)
             or not completion
-            or not isinstance(completion[-1], dict)
-            or completion[-1].get("role") != "assistant"
-            or not isinstance(completion[-1].get("content"), str)
+            or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in completion)
+            or completion[-1]["role"] != "assistant"
         ):
-            raise located(*where, "'completion' must be a string or a list ending with an assistant message")
+            raise located(*where, "'completion' must be a string or a list of {role, content} messages ending with the assistant's")
         if not completion[-1]["content"].strip():
             raise located(*where, "the completion is empty")
         rid = row.get("id") if isinstance(row.get("id"), str) and row.get("id") else prompt_id(prompt)
@@ -267,7 +266,12 @@ def read_preferences(path: str) -> list[dict]:
     """Preference examples `{"prompt", "chosen", "rejected", "label", "subset"?}` for a preference model.
     `label` is p(chosen better): a record's soft `label` (label output) or 1.0 for human pairs. Pairs
     with an empty response are skipped (and counted in a warning)."""
-    rows, empty = [], 0
+    return list(iter_preferences(path))
+
+
+def iter_preferences(path: str):
+    """read_preferences one example at a time."""
+    empty = 0
     for number, row in read_jsonl(path):
         where = (path, number)
         prompt, chosen, rejected, _ = pair_of(row, where)
@@ -286,7 +290,6 @@ def read_preferences(path: str) -> list[dict]:
         subset = row.get("subset", row.get("category"))
         if isinstance(subset, str):
             example["subset"] = subset
-        rows.append(example)
+        yield example
     if empty:
         log.warning("%s: skipped %d pairs with an empty response", path, empty)
-    return rows

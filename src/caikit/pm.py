@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from caikit import inputs, models, training
+from caikit import inputs, models, tables, training
 from caikit.errors import CaikitError
 from caikit.preference_model import PreferenceModel, encode, evaluate_pairs
 from caikit.training import TrainOptions
@@ -74,56 +74,89 @@ class PmOptions(TrainOptions):
     center_rewards: float | None = None
 
 
-def mixed_preferences(sources: list[tuple[str, float]], seed: int) -> tuple[list[dict], list[dict]]:
-    """Examples from each FILE:WEIGHT (WEIGHT x its record count, seeded; repeated when > 1)."""
-    hard = lambda examples: {"hard_labels": sum(1 for e in examples if e["label"] in (0.0, 1.0))}  # noqa: E731
-    rows, described = training.mix(sources, inputs.read_preferences, seed, describe=hard)
-    if len(rows) < 2:
-        raise CaikitError(f"-i/--input: need at least 2 preference records, got {len(rows)}")
-    return rows, described
+def mixed_preferences(sources: list[tuple[str, float]], seed: int, where: Path):
+    """Examples from each FILE:WEIGHT (WEIGHT x its record count, seeded; repeated when > 1) as a
+    Dataset of Arrow files in `where`, and their sources."""
+    hard = lambda part: {"hard_labels": sum(1 for label in part["label"] if label in (0.0, 1.0))}  # noqa: E731
+    examples, described = tables.mix(sources, inputs.iter_preferences, "preferences", seed, where, describe=hard)
+    if len(examples) < 2:
+        raise CaikitError(f"-i/--input: need at least 2 preference records, got {len(examples)}")
+    return examples, described
 
 
-def encode_pairs(tokenizer, rows: list[dict], max_length: int) -> tuple[list[dict], int]:
-    """Rows with `chosen_ids`/`rejected_ids` (TRL's pre-tokenized columns), and how many were cut."""
-    chosen = encode(tokenizer, [r["prompt"] + r["chosen"] for r in rows], max_length + 1)
-    rejected = encode(tokenizer, [r["prompt"] + r["rejected"] for r in rows], max_length + 1)
-    cut = sum(1 for c, r in zip(chosen, rejected) if max(len(c), len(r)) > max_length)
-    return [{**row, "chosen_ids": c[-max_length:], "rejected_ids": r[-max_length:]} for row, c, r in zip(rows, chosen, rejected)], cut
+def encode_pairs(batch: dict, tokenizer, max_length: int) -> dict:
+    """A batch of pairs' `chosen_ids`/`rejected_ids` (TRL's pre-tokenized columns: each conversation's
+    last `max_length` tokens) and whether each pair was cut (`Dataset.map(batched=True)`)."""
+    chosen = encode(tokenizer, [p + c for p, c in zip(batch["prompt"], batch["chosen"])], max_length + 1)
+    rejected = encode(tokenizer, [p + r for p, r in zip(batch["prompt"], batch["rejected"])], max_length + 1)
+    return {
+        "chosen_ids": [c[-max_length:] for c in chosen],
+        "rejected_ids": [r[-max_length:] for r in rejected],
+        "cut": [max(len(c), len(r)) > max_length for c, r in zip(chosen, rejected)],
+    }
 
 
 def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, overwrite=False, resume=False, quiet=False) -> dict:
     """Train a preference model, save it to `out` atomically, and return the caikit_train.json report."""
-    from datasets import Dataset
+    training.check_output(out, overwrite)
+    with tables.scratch(out) as where:
+        examples, described = mixed_preferences(sources, options.seed, where)
+        base = training.load_base(options.base_model, options, "--base-model")
+        work = training.prepare_output(out, overwrite=overwrite, resume=resume)
+        encoded = examples.map(encode_pairs, batched=True, fn_kwargs={"tokenizer": base.tokenizer, "max_length": options.max_length},
+                               remove_columns=["subset"])
+        if cut := sum(encoded["cut"]):
+            log.warning("%d of %d pairs are longer than --max-length %d tokens; each keeps its last tokens "
+                        "(the responses' ends and as much of the prompt as fits)", cut, len(encoded), options.max_length)
+        dataset, held_out = split(encoded.remove_columns(["cut"]), options)
+        trainer, model = train(base, work, dataset, held_out, options, quiet)
+        result, checkpoint, seconds = training.train_and_save(trainer, base.tokenizer, work, resume=resume, lora=options.lora)
+        pm = PreferenceModel(work / "final", device=base.device, max_length=options.max_length)
+        metrics = {
+            "steps": trainer.state.global_step,
+            "train_loss": result.training_loss,
+            "held_out": evaluate_pairs(pm, held_out) if held_out is not None else None,
+            "train": evaluate_pairs(pm, dataset.select(range(min(256, len(dataset))))),
+        }
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    report = {
+        "stage": "train-pm",
+        "base_model": options.base_model,
+        "base_path": str(base.path),
+        "data": described,
+        "examples": {"train": len(dataset), "eval": len(held_out) if held_out is not None else 0, "truncated": cut},
+        "hyperparameters": options.recorded(loss="bce(sigmoid(r_chosen - r_rejected), soft label)", device=base.device,
+                                            gradient_checkpointing=trainer.args.gradient_checkpointing,
+                                            dtype=str(model.dtype).removeprefix("torch.")),
+        "metrics": metrics,
+        "loss_history": losses,
+        "resumed_from": Path(checkpoint).name if checkpoint else None,
+        "seconds": round(seconds, 1),
+    }
+    return training.finish(work, out, report)
+
+
+def split(dataset, options: PmOptions):
+    """The training pairs and the held-out ones (`--eval-split` of them, when there are 10 pairs or more)."""
+    if options.eval_split > 0 and len(dataset) >= 10:
+        parts = dataset.train_test_split(test_size=options.eval_split, seed=options.seed)
+        return parts["train"], parts["test"]
+    return dataset, None
+
+
+def train(base, work: Path, dataset, held_out, options: PmOptions, quiet: bool):
+    """TRL's RewardTrainer on soft labels, with a one-logit head on the base model; returns (trainer, model)."""
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig
-
-    training.check_output(out, overwrite)
-    rows, described = mixed_preferences(sources, options.seed)
-    base = training.load_base(options.base_model, options, "--base-model")
-    tokenizer, device = base.tokenizer, base.device
-    work = training.prepare_output(out, overwrite=overwrite, resume=resume)
 
     model = base.load(AutoModelForSequenceClassification, num_labels=1)
     # The classification head reads the last non-pad token: without pad_token_id it reads a pad and
     # accuracy silently stalls near chance. Set it on the model and in the saved config.
-    model.config.pad_token_id = tokenizer.pad_token_id
-    fields = ("prompt", "chosen", "rejected", "label")
-    encoded, cut = encode_pairs(tokenizer, [{k: r[k] for k in fields} for r in rows], options.max_length)
-    if cut:
-        log.warning("%d of %d pairs are longer than --max-length %d tokens; "
-                    "each keeps its last tokens (the responses' ends and as much of the prompt as fits)", cut, len(rows), options.max_length)
-    dataset = Dataset.from_list(encoded)
-    held_out = []
-    if options.eval_split > 0 and len(rows) >= 10:
-        split = dataset.train_test_split(test_size=options.eval_split, seed=options.seed)
-        dataset, eval_dataset = split["train"], split["test"]
-        held_out = [dict(e) for e in eval_dataset]
-    else:
-        eval_dataset = None
+    model.config.pad_token_id = base.tokenizer.pad_token_id
     config = RewardConfig(
         max_length=options.max_length,
         center_rewards_coefficient=options.center_rewards,
-        eval_strategy="epoch" if eval_dataset is not None else "no",
+        eval_strategy="epoch" if held_out is not None else "no",
         remove_unused_columns=True,
         **training.trainer_args(work, options, base),
     )
@@ -133,38 +166,14 @@ def run(sources: list[tuple[str, float]], out: Path, options: PmOptions, *, over
         model=model,
         args=config,
         train_dataset=dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        data_collator=Collator(pad_token_id=tokenizer.pad_token_id),
+        eval_dataset=held_out,
+        processing_class=base.tokenizer,
+        data_collator=Collator(pad_token_id=base.tokenizer.pad_token_id),
         peft_config=peft_config,
         callbacks=[training.progress_callback(quiet)],
     )
     training.quiet_trainer(trainer)
-    result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=options.lora)
-    pm = PreferenceModel(work / "final", device=device, max_length=options.max_length)
-    train_rows = [dict(e) for e in dataset]
-    metrics = {
-        "steps": trainer.state.global_step,
-        "train_loss": result.training_loss,
-        "held_out": evaluate_pairs(pm, held_out) if held_out else None,
-        "train": evaluate_pairs(pm, train_rows[:256]),
-    }
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    report = {
-        "stage": "train-pm",
-        "base_model": options.base_model,
-        "base_path": str(base.path),
-        "data": described,
-        "examples": {"train": len(dataset), "eval": len(held_out), "truncated": cut},
-        "hyperparameters": options.recorded(loss="bce(sigmoid(r_chosen - r_rejected), soft label)", device=device,
-                                            gradient_checkpointing=trainer.args.gradient_checkpointing,
-                                            dtype=str(model.dtype).removeprefix("torch.")),
-        "metrics": metrics,
-        "loss_history": losses,
-        "resumed_from": Path(checkpoint).name if checkpoint else None,
-        "seconds": round(seconds, 1),
-    }
-    return training.finish(work, out, report)
+    return trainer, model
 
 
 def summary_metrics(report: dict) -> dict:

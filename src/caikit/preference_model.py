@@ -10,6 +10,7 @@ from pathlib import Path
 
 from caikit import models
 from caikit.errors import FieldError
+from caikit.records import batches
 from caikit.stats import pair_metrics
 
 
@@ -69,7 +70,12 @@ class PreferenceModel:
         return out
 
 
-def evaluate_pairs(pm: PreferenceModel, rows: list[dict]) -> dict:
-    chosen = pm.rewards([r["prompt"] + r["chosen"] for r in rows])
-    rejected = pm.rewards([r["prompt"] + r["rejected"] for r in rows])
-    return pair_metrics(chosen, rejected, [r["label"] for r in rows])
+def evaluate_pairs(pm: PreferenceModel, rows, chunk: int = 256) -> dict:
+    """`pair_metrics` of the PM's rewards on `rows` (pairs with a label: a list, a Dataset or any
+    iterable, read `chunk` pairs at a time)."""
+    chosen, rejected, labels = [], [], []
+    for part in batches(rows, chunk):
+        chosen += pm.rewards([r["prompt"] + r["chosen"] for r in part])
+        rejected += pm.rewards([r["prompt"] + r["rejected"] for r in part])
+        labels += [r["label"] for r in part]
+    return pair_metrics(chosen, rejected, labels)

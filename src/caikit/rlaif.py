@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 from pathlib import Path
 
-from caikit import inputs, models, training
+from caikit import inputs, models, tables, training
 from caikit.backends import SamplingParams
 from caikit.errors import CaikitError, FieldError
 from caikit.records import canonical
@@ -86,9 +86,10 @@ def check(options: RlOptions) -> None:
         )
 
 
-def read_prompt_sources(sources: list[tuple[str, float]], seed: int) -> tuple[list[dict], list[dict]]:
-    """RL prompts from each FILE:WEIGHT (any format `redteam` reads), mixed and shuffled (seeded)."""
-    return training.mix(sources, lambda path: [{"prompt": r["prompt"]} for r in inputs.read_prompts(path)], seed)
+def read_prompt_sources(sources: list[tuple[str, float]], seed: int, where: Path):
+    """RL prompts from each FILE:WEIGHT (any format `redteam` reads), mixed and shuffled (seeded), as a
+    Dataset of Arrow files in `where`, and their sources."""
+    return tables.mix(sources, inputs.iter_prompts, "prompts", seed, where)
 
 
 def reference_answers(backend, prompts: list[list[dict]], max_new_tokens: int) -> dict[str, str]:
@@ -117,9 +118,10 @@ def build_reward(spec: str, policy: str, sources: list[tuple[str, float]], optio
     scorer = Scorer(settings, backend=feedback)
     references = None
     if mode == "vs-reference":
-        rows, _ = read_prompt_sources(sources, options.seed)
+        with tables.scratch() as where:
+            prompts = list(read_prompt_sources(sources, options.seed, where)[0]["prompt"])
         start = feedback if model == policy else engine.build(policy)
-        references = reference_answers(start, [r["prompt"] for r in rows], options.max_new_tokens)
+        references = reference_answers(start, prompts, options.max_new_tokens)
     return TrlReward(scorer, references), scorer.describe()
 
 
@@ -153,27 +155,17 @@ def run(
 ) -> dict:
     """Train the policy with `reward` on `prompts` (RLOO/GRPO), or on the preference pairs in `prompts`
     (DPO); save it to `out` atomically. `prompts` are (FILE, WEIGHT) sources."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM
-
     training.check_output(out, overwrite)
     check(options)
     base = training.load_base(policy, options, "--policy")
-    if options.algo == "dpo":
-        rows, described, derived = dpo_data(list(prompts), options, base.tokenizer)
-    else:
-        (rows, described), derived = read_prompt_sources(list(prompts), options.seed), {}
-    work = training.prepare_output(out, overwrite=overwrite, resume=resume)
-    model = base.load(AutoModelForCausalLM)
-    peft_config = training.lora_config(options.lora, "CAUSAL_LM") if options.lora else None
-    settings = dict(model=model, train_dataset=Dataset.from_list(rows), processing_class=base.tokenizer, peft_config=peft_config)
-    if options.algo == "dpo":
-        trainer = dpo_trainer(settings, training.trainer_args(work, options, base), options, derived["label_smoothing"], quiet)
-        derived["pairs_trained"] = len(trainer.train_dataset)
-    else:
-        trainer = online_trainer(settings, training.trainer_args(work, options, base), options, reward, quiet)
-    training.quiet_trainer(trainer)
-    result, checkpoint, seconds = training.train_and_save(trainer, base.tokenizer, work, resume=resume, lora=options.lora)
+    with tables.scratch(out) as where:
+        if options.algo == "dpo":
+            dataset, described, derived = dpo_data(list(prompts), options, base.tokenizer, where)
+        else:
+            (dataset, described), derived = read_prompt_sources(list(prompts), options.seed, where), {}
+        work = training.prepare_output(out, overwrite=overwrite, resume=resume)
+        trainer, model = build_trainer(base, work, dataset, options, derived, reward, quiet)
+        result, checkpoint, seconds = training.train_and_save(trainer, base.tokenizer, work, resume=resume, lora=options.lora)
     steps = history(trainer)
     report = {
         "stage": "rlaif",
@@ -192,12 +184,36 @@ def run(
     return training.finish(work, out, report)
 
 
-def dpo_data(sources: list[tuple[str, float]], options: RlOptions, tokenizer) -> tuple[list[dict], list[dict], dict]:
-    """DPO's pairs (long prompts shortened), their sources, and the settings derived from them."""
-    rows, described = _dpo_rows(sources, options)
-    if shortened := shorten_prompts(rows, tokenizer, options.max_length):
-        log.info("%d of %d prompts lost their earliest turns to fit --max-length %d", shortened, len(rows), options.max_length)
-    return rows, described, {"label_smoothing": _label_smoothing(options.label_smoothing, rows), "prompts_shortened": shortened}
+def build_trainer(base, work: Path, dataset, options: RlOptions, derived: dict, reward, quiet: bool):
+    """The DPO trainer (noting in `derived` how many pairs it kept) or the online one; returns (trainer, model)."""
+    from transformers import AutoModelForCausalLM
+
+    model = base.load(AutoModelForCausalLM)
+    peft_config = training.lora_config(options.lora, "CAUSAL_LM") if options.lora else None
+    settings = dict(model=model, train_dataset=dataset, processing_class=base.tokenizer, peft_config=peft_config)
+    if options.algo == "dpo":
+        trainer = dpo_trainer(settings, training.trainer_args(work, options, base), options, derived["label_smoothing"], quiet)
+        derived["pairs_trained"] = len(trainer.train_dataset)
+    else:
+        trainer = online_trainer(settings, training.trainer_args(work, options, base), options, reward, quiet)
+    training.quiet_trainer(trainer)
+    return trainer, model
+
+
+def dpo_data(sources: list[tuple[str, float]], options: RlOptions, tokenizer, where: Path):
+    """DPO's pairs (long prompts shortened) as a Dataset of Arrow files in `where`, their sources, and
+    the settings derived from them."""
+    pairs, described = _dpo_rows(sources, options, where)
+
+    def shorten(row):
+        prompt = shorter(row["prompt"], tokenizer, options.max_length)
+        return {"prompt": prompt, "shortened": len(prompt) < len(row["prompt"])}
+
+    pairs = pairs.map(shorten)
+    if shortened := sum(pairs["shortened"]):
+        log.info("%d of %d prompts lost their earliest turns to fit --max-length %d", shortened, len(pairs), options.max_length)
+    pairs = pairs.remove_columns(["shortened"])
+    return pairs, described, {"label_smoothing": _label_smoothing(options.label_smoothing, pairs["label"]), "prompts_shortened": shortened}
 
 
 def dpo_trainer(settings: dict, common: dict, options: RlOptions, smoothing: float, quiet: bool):
@@ -230,45 +246,53 @@ def ends(steps: list[dict]) -> dict:
             for name, key in (("reward", "reward"), ("kl", "kl"), ("length", "mean_length")) for end, k in (("start", 0), ("end", -1))}
 
 
-def _dpo_rows(sources: list[tuple[str, float]], options: RlOptions) -> tuple[list[dict], list[dict]]:
+def _dpo_rows(sources: list[tuple[str, float]], options: RlOptions, where: Path):
     """Preference pairs from each FILE[:WEIGHT] (label output or human pairs), those within
     `min_margin` of 0.5 dropped."""
     if not sources:
         raise CaikitError("--algo dpo needs -i/--input FILE (label output or preference pairs)")
 
     def read(path):
-        kept = [{k: e[k] for k in ("prompt", "chosen", "rejected", "label")}
-                for e in inputs.read_preferences(path) if abs(e["label"] - 0.5) >= options.min_margin]
+        kept = 0
+        for example in inputs.iter_preferences(path):
+            if abs(example["label"] - 0.5) >= options.min_margin:
+                kept += 1
+                yield example
         if not kept:
             raise CaikitError(f"--min-margin {options.min_margin}: no preference pair of {path} is left to train on")
-        return kept
 
-    return training.mix(sources, read, options.seed)
+    return tables.mix(sources, read, "pairs", options.seed, where)
+
+
+def shorter(prompt: list[dict], tokenizer, max_length: int) -> list[dict]:
+    """A long multi-turn prompt without its earliest exchanges (a system message and the last user
+    turn stay), until it takes at most half of `max_length` tokens, so that its responses keep room
+    within DPO's max_length; TRL would drop a pair whose prompt alone fills it."""
+    def length(messages):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    head = prompt[:1] if prompt[0]["role"] == "system" else []
+    body = prompt[len(head):]
+    while len(body) > 2 and length(head + body) > max_length // 2:
+        body = body[2:]  # one user turn and its answer
+    return head + body
 
 
 def shorten_prompts(rows: list[dict], tokenizer, max_length: int) -> int:
-    """Drop the earliest exchanges of long multi-turn prompts (a system message and the last user turn
-    stay) until each takes at most half of `max_length` tokens, so that its responses keep room within
-    DPO's max_length; TRL would drop a pair whose prompt alone fills it. Returns how many changed."""
-    def length(prompt):
-        text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
+    """`shorter` on each row's prompt of a list, in place; returns how many changed."""
     changed = 0
     for row in rows:
-        head = row["prompt"][:1] if row["prompt"][0]["role"] == "system" else []
-        body = row["prompt"][len(head):]
-        while len(body) > 2 and length(head + body) > max_length // 2:
-            body = body[2:]  # one user turn and its answer
-        if len(head + body) < len(row["prompt"]):
-            row["prompt"], changed = head + body, changed + 1
+        prompt = shorter(row["prompt"], tokenizer, max_length)
+        if len(prompt) < len(row["prompt"]):
+            row["prompt"], changed = prompt, changed + 1
     return changed
 
 
-def _label_smoothing(value: str, rows: list[dict]) -> float:
-    """cDPO's label noise: a number, or `auto` = mean(1 - soft label) over the data."""
+def _label_smoothing(value: str, labels) -> float:
+    """cDPO's label noise: a number, or `auto` = mean(1 - soft label) over the data's `labels`."""
     if value == "auto":
-        return sum(1 - r["label"] for r in rows) / len(rows)
+        return sum(1 - label for label in labels) / len(labels)
     try:
         number = float(value)
     except ValueError:

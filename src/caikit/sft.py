@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from caikit import inputs, models, training
+from caikit import inputs, models, tables, training
 from caikit.errors import CaikitError
 from caikit.training import Base, TrainOptions
 
@@ -30,19 +30,20 @@ class SftOptions(TrainOptions):
     eval_split: float = 0.0
 
 
-def examples_of(path: str) -> list[dict]:
-    """Prompt-completion examples (TRL conversational format) from a JSONL file."""
-    return [{"prompt": r["prompt"], "completion": r["completion"]} for r in inputs.read_completions(path)]
+def examples_of(path: str):
+    """Prompt-completion examples (TRL conversational format) from a JSONL file, one at a time."""
+    for r in inputs.iter_completions(path):
+        yield {"prompt": r["prompt"], "completion": [{"role": m["role"], "content": m["content"]} for m in r["completion"]]}
 
 
-def mixed_dataset(main: str, mixes: list[tuple[str, float]], seed: int) -> tuple[list[dict], list[dict]]:
-    """The training examples (all of `main`, plus WEIGHT x len(main) from each mix) and their sources."""
-    return training.mix([(main, 1.0), *mixes], examples_of, seed, relative_to_first=True)
+def mixed_dataset(main: str, mixes: list[tuple[str, float]], seed: int, where: Path):
+    """The training examples (all of `main`, plus WEIGHT x len(main) from each mix) as a Dataset of
+    Arrow files in `where`, and their sources."""
+    return tables.mix([(main, 1.0), *mixes], examples_of, "completions", seed, where, relative_to_first=True)
 
 
-def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool = True, base: Base | None = None):
-    """An SFTTrainer for `rows` writing checkpoints to `work`; returns (trainer, tokenizer, base path, lr)."""
-    from datasets import Dataset
+def build_trainer(dataset, work: Path, options: SftOptions, quiet: bool = True, base: Base | None = None):
+    """An SFTTrainer for `dataset` writing checkpoints to `work`; returns (trainer, tokenizer, base path, lr)."""
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
@@ -50,7 +51,6 @@ def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool
     model = base.load(AutoModelForCausalLM)
     tokenizer = base.tokenizer
 
-    dataset = Dataset.from_list(rows)
     eval_dataset = None
     if options.eval_split > 0:
         split = dataset.train_test_split(test_size=options.eval_split, seed=options.seed)
@@ -79,14 +79,15 @@ def build_trainer(rows: list[dict], work: Path, options: SftOptions, quiet: bool
 def run(main: str, mixes: list[tuple[str, float]], out: Path, options: SftOptions, *, overwrite=False, resume=False, quiet=False) -> dict:
     """Train, save the model to `out` atomically, and return the report written to caikit_train.json."""
     training.check_output(out, overwrite)
-    rows, sources = mixed_dataset(main, mixes, options.seed)
-    base = training.load_base(options.base_model, options, "--base-model")  # (checked before DIR.tmp is made)
-    if options.eval_split > 0 and len(rows) < 4:
-        raise CaikitError(f"--eval-split {options.eval_split}: too few examples ({len(rows)}) to hold some out")
-    work = training.prepare_output(out, overwrite=overwrite, resume=resume)
-    trainer, tokenizer, path, _ = build_trainer(rows, work, options, quiet, base)
-    dataset, eval_dataset = trainer.train_dataset, trainer.eval_dataset
-    result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=options.lora)
+    with tables.scratch(out) as where:
+        examples, sources = mixed_dataset(main, mixes, options.seed, where)
+        base = training.load_base(options.base_model, options, "--base-model")  # (checked before DIR.tmp is made)
+        if options.eval_split > 0 and len(examples) < 4:
+            raise CaikitError(f"--eval-split {options.eval_split}: too few examples ({len(examples)}) to hold some out")
+        work = training.prepare_output(out, overwrite=overwrite, resume=resume)
+        trainer, tokenizer, path, _ = build_trainer(examples, work, options, quiet, base)
+        dataset, eval_dataset = trainer.train_dataset, trainer.eval_dataset
+        result, checkpoint, seconds = training.train_and_save(trainer, tokenizer, work, resume=resume, lora=options.lora)
 
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]

@@ -1,5 +1,5 @@
-"""What the training stages (sft, train-pm, rlaif) share: atomic output dirs, data hashes, mixing,
-progress with the loss on stderr, and the `caikit_train.json` report.
+"""What the training stages (sft, train-pm, rlaif) share: atomic output dirs, data hashes, options,
+progress with the loss on stderr, and the `caikit_train.json` report (their data: `caikit.tables`).
 
 Output protocol: a run works in `DIR.tmp/` (HF Trainer checkpoints go there, so `--resume` can pick
 up the last one), writes the finished model to `DIR.tmp/final/`, then renames it to `DIR` and
@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import shutil
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -34,6 +33,8 @@ def check_output(out: Path, overwrite: bool) -> None:
     """Refuse to replace an existing output dir unless asked (checked before any data is read)."""
     if out.exists() and not overwrite:
         raise CaikitError(f"-o {out}: already exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise CaikitError(f"-o {out}: directory {out.parent} does not exist")
 
 
 def world_size() -> int:
@@ -55,8 +56,6 @@ def wait_for_everyone() -> None:
 def prepare_output(out: Path, *, overwrite: bool, resume: bool) -> Path:
     """Check `out` and return its work dir `out.tmp` (kept when resuming, else emptied)."""
     check_output(out, overwrite)
-    if not out.parent.is_dir():
-        raise CaikitError(f"-o {out}: directory {out.parent} does not exist")
     work = out.with_name(out.name + ".tmp")
     if is_main():
         if work.exists() and not resume:
@@ -187,30 +186,6 @@ def parse_weighted(spec: str, option: str) -> tuple[str, float]:
     if not value > 0 or value != value or value == float("inf"):
         raise CaikitError(f"{option} {spec}: weight must be a positive number")
     return path, value
-
-
-def draw(records: list, count: int, rng: random.Random) -> list:
-    """`count` records: a seeded sample, repeating the whole set when more are asked than exist."""
-    whole, rest = divmod(count, len(records))
-    return records * whole + rng.sample(records, rest)
-
-
-def mix(sources: list[tuple[str, float]], read, seed: int, *, relative_to_first: bool = False, describe=None) -> tuple[list, list[dict]]:
-    """Examples from each `(FILE, WEIGHT)`, shuffled (seeded): WEIGHT x the file's record count, or
-    WEIGHT x the first file's count with `relative_to_first` (sft's --mix); repeated when WEIGHT > 1.
-    Returns the examples and, per source, its path, SHA-256, record count, weight and count used
-    (plus `describe(examples)`)."""
-    rng = random.Random(seed)
-    rows, described = [], []
-    for path, weight in sources:
-        examples = read(path)
-        size = len(examples) if not (relative_to_first and described) else described[0]["records"]
-        count = max(1, round(weight * size))
-        rows += draw(examples, count, rng)
-        info = {"path": path, "sha256": sha256_file(path) if path != "-" else None, "records": len(examples), "weight": weight, "used": count}
-        described.append({**info, **(describe(examples) if describe else {})})
-    rng.shuffle(rows)
-    return rows, described
 
 
 @dataclass
