@@ -5,9 +5,11 @@
 
 Synthetic records shaped like `label` output (a prompt, chosen and rejected answers of a few hundred
 characters, a label, principles, provenance with a shard position), and like `redteam` output for
-the readers that take completions. Each measurement runs in its own process; the table gives its
-wall seconds and peak resident memory (the kernel's ru_maxrss of that process), and the first row
-what a Python that only imports caikit takes, the floor under every figure.
+the readers that take completions; the training stages run one step on the test suite's tiny model,
+so their figures are data preparation (reading, the Arrow files, TRL's tokenization). Each measurement runs in its own process; the table gives its
+wall seconds, peak resident memory (the kernel's ru_maxrss of that process) and peak private
+memory (RssAnon, sampled; RSS less the pages of files it maps, such as the training stages' Arrow
+data), and the first row what a Python that only imports caikit takes, the floor under every figure.
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ READERS = {  # what each stage's reader holds: (the file it reads, the call)
     "redteam: iter_prompts (streamed)": ("labels", "sum(1 for _ in inputs.iter_prompts(PATH))"),
     "revise: iter_completions (streamed)": ("redteam", "sum(1 for _ in inputs.iter_completions(PATH))"),
     "label: iter_pairs (streamed)": ("labels", "sum(1 for _ in inputs.iter_pairs(PATH, {}))"),
-    "train-pm: read_preferences (a list)": ("labels", "len(inputs.read_preferences(PATH))"),
-    "sft: read_completions (a list)": ("redteam", "len(inputs.read_completions(PATH))"),
+    "read_preferences (a list; train-pm before Arrow)": ("labels", "len(inputs.read_preferences(PATH))"),
+    "read_completions (a list; sft before Arrow)": ("redteam", "len(inputs.read_completions(PATH))"),
+}
+TRAINING = {  # the training stages end to end, one optimizer step on a tiny model: data preparation is the rest
+    "sft: data + 1 step (tiny model)": ("redteam", ["sft", "-i"]),
+    "train-pm: data + 1 step (tiny model)": ("labels", ["train-pm", "--eval-split", "0", "--data"]),
 }
 
 
@@ -70,22 +76,48 @@ def write_files(folder: Path, n: int, shards: int = 4) -> dict[str, Path]:
     return {**paths, "shards": shard_paths}
 
 
-def measure(command: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one process."""
+def anonymous_mb(pid: int) -> float:
+    """A process's private memory now (RssAnon): its resident memory less the file pages it maps."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:")) / 1024
+    except (OSError, StopIteration):
+        return 0.0
+
+
+def measure(command: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS in MB, peak private memory in MB, sampled every 0.1 s) of one process.
+    RSS counts the pages of memory-mapped files read (Arrow data), which the kernel drops under
+    pressure; the private figure is what the process itself holds."""
     started = time.time()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    _, status, usage = os.wait4(process.pid, 0)
+    private = 0.0
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)  # (0, ...) while it runs
+        if pid:
+            break
+        private = max(private, anonymous_mb(process.pid))
+        time.sleep(0.1)
     wall = time.time() - started
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"failed: {' '.join(command)}\n{process.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, private
 
 
 def python(code: str) -> list[str]:
     return [sys.executable, "-c", "from caikit import inputs, outputs\n" + code]
 
 
-def cases(paths: dict, folder: Path) -> dict[str, list[str]]:
+def tiny_model(folder: Path) -> Path:
+    """The test suite's 2-layer random-weight Llama (its own 512-token tokenizer)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from conftest import build_tiny_model
+
+    path = folder / "tiny-model"
+    return path if (path / "config.json").exists() else build_tiny_model(path)
+
+
+def cases(paths: dict, folder: Path, tiny: Path) -> dict[str, list[str]]:
     caikit = [sys.executable, "-m", "caikit.cli"]
     resume = folder / "resume.jsonl"
     partial = folder / "resume.jsonl.partial"
@@ -100,6 +132,9 @@ def cases(paths: dict, folder: Path) -> dict[str, list[str]]:
     }
     for name, (source, call) in READERS.items():
         found[name] = python(f"print({call.replace('PATH', repr(str(paths[source])))})")
+    for name, (source, command) in TRAINING.items():
+        found[name] = caikit + [*command, str(paths[source]), "-o", str(folder / "model"), "--overwrite", "--base-model", str(tiny),
+                                "--max-steps", "1", "--batch-size", "2", "--max-length", "256", "--device", "cpu", "-q"]
     return found
 
 
@@ -112,23 +147,23 @@ def main():
     sizes = [int(s) for s in args.sizes.split(",")]
     floor = measure(python("pass"))
     print(f"{'python + caikit imports':32} {floor[0]:8.1f} s {floor[1]:8.0f} MB")
-    table: dict[str, list[tuple[float, float]]] = {}
+    table: dict[str, list[tuple[float, float, float]]] = {}
     for n in sizes:
         folder = Path(args.dir) / str(n)
         paths = write_files(folder, n)
         mb = paths["labels"].stat().st_size / 2**20
         print(f"\n{n} records ({mb:.0f} MB of label records)", flush=True)
-        for name, command in cases(paths, folder).items():
+        for name, command in cases(paths, folder, tiny_model(Path(args.dir))).items():
             if args.only and args.only not in name:
                 continue
-            wall, rss = measure(command)
-            table.setdefault(name, []).append((wall, rss))
-            print(f"{name:32} {wall:8.1f} s {rss:8.0f} MB", flush=True)
-    print("\n| command | " + " | ".join(f"{n:,} records: s, peak MB" for n in sizes) + " | time ratio, last / previous size |")
+            wall, rss, private = measure(command)
+            table.setdefault(name, []).append((wall, rss, private))
+            print(f"{name:32} {wall:8.1f} s {rss:8.0f} MB peak RSS {private:8.0f} MB private", flush=True)
+    print("\n| command | " + " | ".join(f"{n:,} records: s, peak RSS / private MB" for n in sizes) + " | time ratio, last / previous size |")
     print("|---|" + "---|" * (len(sizes) + 1))
     for name, rows in table.items():
         ratio = f"{rows[-1][0] / rows[-2][0]:.1f}" if len(rows) > 1 else "-"
-        print(f"| {name} | " + " | ".join(f"{w:.1f} s, {r:.0f} MB" for w, r in rows) + f" | {ratio} |")
+        print(f"| {name} | " + " | ".join(f"{w:.1f} s, {r:.0f} / {p:.0f} MB" for w, r, p in rows) + f" | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [json.loads(line)["prompt"] for line in (ROOT / "examples/prompts/redteam.jsonl").read_text().splitlines()]
 
 
-def start_server(port: int, command: str = "serve", ready: str = "/v1/models") -> subprocess.Popen:
-    server = subprocess.Popen([sys.executable, "-m", "caikit.cli", command, "--port", str(port), "--device", "cpu", "--quiet"],
+def start_server(port: int, command: str = "serve", ready: str = "/v1/models", extra: tuple = ()) -> subprocess.Popen:
+    server = subprocess.Popen([sys.executable, "-m", "caikit.cli", command, "--port", str(port), "--device", "cpu", "--quiet", *extra],
                               stdout=subprocess.DEVNULL, stderr=open("/tmp/caikit_serve_bench.log", "w"))
     for _ in range(300):
         try:

@@ -101,3 +101,29 @@ def test_bigbench_hhh_alignment_layout(tiny_model, tiny_pm, tmp_path):
         result = CliRunner().invoke(app, ["eval", *sub, "-i", str(root), "--json", "-q"])
         assert result.exit_code == 0, result.stderr
         assert set(json.loads(result.stdout)["subsets"]) == {"harmless", "helpful"}
+
+
+class LengthPM:
+    """A planted PM: the longer response wins. Records how many conversations each call scored."""
+
+    def __init__(self):
+        self.calls = []
+
+    def rewards(self, conversations):
+        self.calls.append(len(conversations))
+        return [float(len(c[-1]["content"])) for c in conversations]
+
+
+def test_pm_accuracy_streams_its_items_in_chunks(tmp_path):
+    pairs = [{"prompt": f"q{i}", "chosen": "a long and careful answer" if i % 3 else "no", "rejected": "short",
+              "subset": "odd" if i % 2 else "even"} for i in range(50)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    whole, chunked = LengthPM(), LengthPM()
+    expected = evals.pm_accuracy(whole, evals.load_items([str(path)]), chunk=1000)
+    assert evals.pm_accuracy(chunked, evals.iter_items([str(path)]), chunk=8) == expected
+    assert whole.calls == [100] and chunked.calls == [16] * 6 + [4]  # two conversations per pair
+    right = sum(1 for i in range(50) if i % 3)
+    assert expected["n"] == 50 and expected["accuracy"] == pytest.approx(right / 50)
+    assert expected["subsets"]["odd"]["n"] == 25
+    assert len(list(evals.iter_items([str(path)], limit=7))) == 7

@@ -17,6 +17,7 @@ judgments.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -76,26 +77,26 @@ def human_pairs(paths: list[str], limit: int | None, seed: int) -> list[dict]:
     Pairs with an empty or identical response (hh-rlhf has some) are skipped."""
     from caikit import inputs
 
-    compared = []  # (prompt, preferred, other, subset)
-    for path in evals.data_files(paths):
-        if path.suffix == ".json":
-            for item in evals.bigbench_items(path):
-                best = max(item["targets"])
-                top = item["responses"][item["targets"].index(best)]
-                compared += [(item["prompt"], top, r, item["subset"]) for r, t in zip(item["responses"], item["targets"])
-                             if t < best and r.strip() and r != top]
-        else:
-            found, _ = inputs.read_pairs(str(path))
-            compared += [(p["prompt"], p["a"], p["b"], p.get("subset", evals.subset_name(path))) for p in found]
+    def compared():  # (prompt, preferred, other, subset)
+        for path in evals.data_files(paths):
+            if path.suffix == ".json":
+                for item in evals.bigbench_items(path):
+                    best = max(item["targets"])
+                    top = item["responses"][item["targets"].index(best)]
+                    yield from ((item["prompt"], top, r, item["subset"]) for r, t in zip(item["responses"], item["targets"])
+                                if t < best and r.strip() and r != top)
+            else:
+                yield from ((p["prompt"], p["a"], p["b"], p.get("subset", evals.subset_name(path))) for p in inputs.iter_pairs(str(path), {}))
+
     pairs = []
-    for prompt, top, other, subset in compared:
+    for prompt, top, other, subset in itertools.islice(compared(), limit):  # (all of them when limit is None)
         pid = pair_id(prompt, top, other)
         flip = random.Random(f"{seed}:{pid}:slot").random() < 0.5
         a, b = (other, top) if flip else (top, other)
         pairs.append({"id": pid, "prompt": prompt, "a": a, "b": b, "human": 0 if flip else 1, "subset": subset})
     if not pairs:
         raise CaikitError(f"{', '.join(paths)}: no human-labelled pairs found")
-    return pairs[:limit] if limit else pairs
+    return pairs
 
 
 def measure(backend, const, comparisons, pairs: list[dict], options: LabelOptions, progress=lambda n: None) -> tuple[dict, list[dict]]:

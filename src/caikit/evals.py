@@ -19,6 +19,7 @@ from pathlib import Path
 from caikit import inputs, reading
 from caikit.errors import CaikitError
 from caikit.judge import ANSWER
+from caikit.records import batches
 from caikit.stats import accuracy_table
 
 
@@ -91,40 +92,48 @@ def bigbench_items(path: Path) -> list[dict]:
     return items
 
 
-def pair_items(path: Path) -> list[dict]:
-    items = []
-    for row in inputs.read_preferences(str(path)):
-        items.append(
-            {
-                "prompt": row["prompt"],
-                "responses": [row["chosen"][0]["content"], row["rejected"][0]["content"]],
-                "targets": [1.0, 0.0],
-                "subset": row.get("subset", subset_name(path)),
-            }
-        )
-    return items
+def pair_items(path: Path):
+    """Comparison items of a pair file (the chosen response is the target), one at a time."""
+    for row in inputs.iter_preferences(str(path)):
+        yield {
+            "prompt": row["prompt"],
+            "responses": [row["chosen"][0]["content"], row["rejected"][0]["content"]],
+            "targets": [1.0, 0.0],
+            "subset": row.get("subset", subset_name(path)),
+        }
 
 
-def load_items(paths: list[str]) -> list[dict]:
-    items = []
+def iter_items(paths: list[str], limit: int | None = None):
+    """The comparison items of every file, in order (the first `limit` of them), one at a time; an
+    input with none is an error."""
+    found = 0
     for path in data_files(paths):
-        items += bigbench_items(path) if path.suffix == ".json" else pair_items(path)
-    if not items:
+        for item in bigbench_items(path) if path.suffix == ".json" else pair_items(path):
+            if limit and found >= limit:
+                return
+            found += 1
+            yield item
+    if not found:
         raise CaikitError(f"-i {' '.join(paths)}: no comparisons found")
-    return items
 
 
-def pm_accuracy(pm, items: list[dict]) -> dict:
-    """Accuracy overall and per subset, with 95% Wilson intervals."""
-    conversations = [item["prompt"] + [{"role": "assistant", "content": r}] for item in items for r in item["responses"]]
-    rewards = pm.rewards(conversations)
+def load_items(paths: list[str], limit: int | None = None) -> list[dict]:
+    return list(iter_items(paths, limit))
+
+
+def pm_accuracy(pm, items, chunk: int = 128) -> dict:
+    """Accuracy overall and per subset, with 95% Wilson intervals, of a PM on `items` (any iterable,
+    scored `chunk` items at a time)."""
     by_subset: dict[str, list[int]] = {}
-    at = 0
-    for item in items:
-        mine = rewards[at : at + len(item["responses"])]
-        at += len(item["responses"])
-        best = max(range(len(mine)), key=lambda i: mine[i])
-        by_subset.setdefault(item["subset"], []).append(int(item["targets"][best] == max(item["targets"])))
+    for part in batches(items, chunk):
+        conversations = [item["prompt"] + [{"role": "assistant", "content": r}] for item in part for r in item["responses"]]
+        rewards = pm.rewards(conversations)
+        at = 0
+        for item in part:
+            mine = rewards[at : at + len(item["responses"])]
+            at += len(item["responses"])
+            best = max(range(len(mine)), key=lambda i: mine[i])
+            by_subset.setdefault(item["subset"], []).append(int(item["targets"][best] == max(item["targets"])))
 
     return accuracy_table(by_subset)
 

@@ -102,7 +102,7 @@ def eval_compare(
     sets, xs = compare.read_sets(red_team, helpful, xstest, limit)  # all data is read before any model is loaded
     const = constitutions.load(constitution)
     rows = inputs.read_completions(revisions) if revisions else None
-    hhh_items = first(evals.load_items(hhh), hhh_limit) if hhh else None
+    hhh_items = evals.load_items(hhh, hhh_limit) if hhh else None
     human_pairs = calibration.human_pairs([check_human], check_limit, seed) if check_human else None
     generated = compare.answering(specs, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed))
     answers = compare.Answers(output, given=files, models=generated, build=engine.build, resume=resume,
@@ -235,8 +235,9 @@ def eval_mc(
     if pm:
         from caikit.preference_model import PreferenceModel
 
-        items = first(evals.load_items(input), limit)  # the data is checked before a model is loaded
-        results = evals.pm_accuracy(PreferenceModel(pm, device=engine.device, dtype=engine.dtype, batch_size=engine.batch_size), items)
+        sum(1 for _ in evals.iter_items(input, limit))  # the data is checked (read once) before a model is loaded
+        scorer = PreferenceModel(pm, device=engine.device, dtype=engine.dtype, batch_size=engine.batch_size)
+        results = evals.pm_accuracy(scorer, evals.iter_items(input, limit))
     else:
         items = first(evals.mc_items(input, seed), limit)
         results = evals.mc_accuracy(engine.build(model or DEFAULT_MODEL, scoring=True), items, raw=raw)
@@ -266,8 +267,9 @@ def eval_pm(
     from caikit.preference_model import PreferenceModel
 
     console.setup_logging(quiet)
-    items = first(evals.load_items(input), limit)
-    results = {"pm": str(pm), "data": input, **evals.pm_accuracy(PreferenceModel(pm, device=device, dtype=dtype, batch_size=batch_size), items)}
+    sum(1 for _ in evals.iter_items(input, limit))  # the data is checked (read once) before a model is loaded
+    scorer = PreferenceModel(pm, device=device, dtype=dtype, batch_size=batch_size)
+    results = {"pm": str(pm), "data": input, **evals.pm_accuracy(scorer, evals.iter_items(input, limit))}
     if json_out:
         typer.echo(json.dumps(results))
     if not quiet:
