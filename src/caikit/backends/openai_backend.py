@@ -116,7 +116,7 @@ class OpenAIBackend:
             wait = wait if wait is not None else self.endpoint.backoff * 2**attempt * random.uniform(0.5, 1.0)
             log.warning("%s: %s; retry %d/%d in %.1f s", url, problem, attempt + 1, retries, wait)
             time.sleep(min(wait, 120.0))
-        raise ServerError(f"{url}: {problem} (gave up after {retries + 1} tries)")
+        raise ServerError(f"{url}: {problem} (gave up after {retries + 1} tries; rerun with --resume to continue)")
 
     def _refused(self, path: str, reply) -> CaikitError:
         where = f"{self.url(path)}: HTTP {reply.status_code}"
