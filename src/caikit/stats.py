@@ -75,17 +75,43 @@ def interval(values: list[float]) -> list[float]:
     return [values[int(0.025 * len(values))], values[int(0.975 * len(values)) - 1]]
 
 
+def bootstrap_p(point: float, draws: list[float]) -> float:
+    """Two-sided p-value of `point` != 0 from its bootstrap draws, by the normal approximation
+    (z = point / the draws' standard deviation); smooth where counting draws past 0 would stop at
+    1 / len(draws)."""
+    mean = sum(draws) / len(draws)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in draws) / max(len(draws) - 1, 1))
+    if sd == 0:
+        return 1.0 if point == 0 else 0.0
+    return math.erfc(abs(point) / sd / math.sqrt(2))
+
+
+def holm(pvalues: dict[str, float]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values of one family of tests: the k-th smallest of m is multiplied
+    by m - k + 1, then made non-decreasing; a test is significant at familywise level a when its
+    adjusted p is below a."""
+    order = sorted(pvalues, key=pvalues.get)
+    adjusted, running = {}, 0.0
+    for k, name in enumerate(order):
+        running = max(running, min(1.0, (len(order) - k) * pvalues[name]))
+        adjusted[name] = running
+    return adjusted
+
+
 def ratings(outcomes_by_prompt: dict[str, list[tuple[int, int, float]]], names: list[str], samples: int = 200, seed: int = 0) -> dict:
     """Elo per model with a 95% bootstrap interval (prompts resampled with replacement), and under
-    `differences` each pair's Elo difference with its bootstrap interval: significant when the
-    interval excludes 0."""
+    `differences` each pair's Elo difference with its bootstrap interval and p-value
+    (`bootstrap_p`); `significant` there is uncorrected (the interval excludes 0) until a report
+    corrects its family of differences (`caikit.verdicts.correct`)."""
     point, draws = bootstrap_elo(outcomes_by_prompt, len(names), samples, seed)
     out = {name: {"elo": point[k], "ci95": interval([d[k] for d in draws])} for k, name in enumerate(names)}
     differences = {}
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
-            lo, hi = interval([d[i] - d[j] for d in draws])
-            differences[f"{names[i]} - {names[j]}"] = {"diff": point[i] - point[j], "ci95": [lo, hi], "significant": lo > 0 or hi < 0}
+            spread = [d[i] - d[j] for d in draws]
+            lo, hi = interval(spread)
+            differences[f"{names[i]} - {names[j]}"] = {"diff": point[i] - point[j], "ci95": [lo, hi], "p": bootstrap_p(point[i] - point[j], spread),
+                                                       "significant": lo > 0 or hi < 0}
     return {"models": out, "differences": differences, "prompts": len(outcomes_by_prompt)}
 
 

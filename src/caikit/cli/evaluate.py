@@ -76,6 +76,7 @@ def eval_compare(
     revisions: Annotated[Optional[str], typer.Option("--revisions", help="revise --keep-all output: PM score by round.")] = None,
     hhh: Annotated[Optional[list[str]], typer.Option("--hhh", help="HHH comparisons (e.g. 438HHHEvaluations.jsonl): the PM's accuracy.")] = None,
     hhh_limit: Annotated[Optional[int], typer.Option("--hhh-limit", min=1, help="Use only the first N HHH comparisons.")] = None,
+    snapshots: Annotated[bool, typer.Option("--snapshots", help="The models are snapshots of one run, in the order given: the frontier joins them (automatic for checkpoint-N dirs).")] = False,
     constitution: Constitution = "default",
     max_new_tokens: MaxNewTokens = 128,
     temperature: Temperature = 0.7,
@@ -112,9 +113,9 @@ def eval_compare(
         return
     preference = PreferenceModel(pm, device=engine.device, dtype=engine.dtype, batch_size=engine.batch_size) if pm else None
     judging = engine.build(feedback_model, scoring=True) if feedback_model else None
-    human = judge_against_humans(judging, const, human_pairs, seed, quiet) if check_human else None
-    results = compare.run(output, answers, names, sets, xs, pm=preference, judge=judging, const=const, revisions=rows,
-                          hhh=hhh_items, seed=seed, resume=resume, human=human)
+    human = judge_against_humans(judging, const, human_pairs, seed, quiet) if check_human and judging else None
+    results = compare.run(output, answers, names, sets, xs, pm=preference, judge=judging, const=const, revisions=rows, hhh=hhh_items,
+                          seed=seed, resume=resume, human=human, human_pairs=human_pairs, snapshots=snapshots or compare.checkpoints(specs))
     if json_out:
         typer.echo(json.dumps(results))
     if not quiet:
@@ -133,7 +134,7 @@ def print_compare(results: dict, output: Path) -> None:
             for name, row in table["models"].items():
                 shown.add_row(name, f"{row['elo']:.0f}", f"{row['ci95'][0]:.0f}-{row['ci95'][1]:.0f}")
             console.stderr().print(shown)
-    console.say(f"eval compare: report in {output / 'report.md'}")
+    console.say(f"eval compare: report in {output / 'report.md'} and report.html")
     console.say(verdict(results))
 
 
