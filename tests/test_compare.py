@@ -173,3 +173,11 @@ def test_cli_measures_the_judge_and_the_pm_against_humans(tmp_path, tiny_model, 
     found = json.loads(result.stdout)
     assert "judge_human_agreement" not in found and found["pm_human_accuracy"]["n"] == 12
     assert "The preference model: human-pair accuracy" in (tmp_path / "pm-out" / "report.md").read_text()
+
+
+def test_snapshots_of_one_run_are_recognised_in_step_order():
+    run = {"early": "runs/rl/checkpoint-10", "late": "runs/rl/checkpoint-200@0.7"}
+    assert compare.checkpoints(run)
+    assert not compare.checkpoints(dict(reversed(list(run.items()))))  # out of order: not a training curve
+    assert not compare.checkpoints({"a": "runs/rl/checkpoint-10", "b": "runs/other/checkpoint-20"})
+    assert not compare.checkpoints({"base": "smollm2-135m-instruct", "rl": "runs/rl/checkpoint-10"})
