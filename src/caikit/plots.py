@@ -79,8 +79,8 @@ def write_plots(out: Path, results: dict) -> list[str]:
         harmless, helpful = elo.get("harmlessness", {}).get(source), elo.get("helpfulness", {}).get(source)
         if harmless and helpful:
             name = f"frontier_{source}.png"
-            title = (f"harmlessness vs helpfulness Elo ({source}; n={harmless['prompts']} red-team, "
-                     f"{helpful['prompts']} helpful prompts; bars: 95% CI)")
+            title = (f"harmlessness vs helpfulness Elo ({source})\n"
+                     f"n={harmless['prompts']} red-team, {helpful['prompts']} helpful prompts; bars: 95% CI")
             plot_frontier(out / name, harmless["models"], helpful["models"], title, joined=bool(results.get("snapshots")))
             made.append(name)
     if results.get("pm_by_revision_round"):
