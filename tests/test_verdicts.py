@@ -161,3 +161,11 @@ def test_report_html_opens_in_a_headless_browser_without_errors(tmp_path):
         assert errors == []
     finally:
         driver.quit()
+
+
+def test_the_pm_is_qualified_by_its_larger_measured_sample():
+    results = results_file()
+    results["pm_human_accuracy"] = {"n": 40, "accuracy": 0.6, "ci95": [0.45, 0.74], "subsets": {}}
+    assert verdicts.validity(results)["pm"]["what"] == "HHH accuracy"
+    results["pm_human_accuracy"] = {"n": 400, "accuracy": 0.6, "ci95": [0.55, 0.65], "subsets": {}}
+    assert verdicts.validity(results)["pm"] == {**verdicts.validity(results)["pm"], "what": "human-pair accuracy", "status": "evidence"}

@@ -31,8 +31,9 @@ def validity(results: dict) -> dict[str, dict]:
     found = {}
     human = results.get("judge_human_agreement")
     found["judge"] = qualify(human and {"value": human["agreement"], "ci95": human["ci95"], "n": human["n"]}, "human agreement")
-    pm = results.get("pm_human_accuracy") or results.get("hhh_pm_accuracy")
-    what = "human-pair accuracy" if results.get("pm_human_accuracy") else "HHH accuracy"
+    measured = [(results[key]["n"], what, results[key]) for key, what in (("hhh_pm_accuracy", "HHH accuracy"), ("pm_human_accuracy", "human-pair accuracy"))
+                if results.get(key) and results[key].get("accuracy") is not None]
+    _, what, pm = max(measured, key=lambda m: m[0]) if measured else (0, "accuracy", None)  # the larger sample (HHH on a tie)
     found["pm"] = qualify(pm and {"value": pm["accuracy"], "ci95": pm["ci95"], "n": pm["n"]}, what)
     return found
 
