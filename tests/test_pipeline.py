@@ -40,7 +40,8 @@ def test_scaled_down_quickstart(tiny_model, tmp_path):
     results = json.loads((run / "eval" / "results.json").read_text())
     assert set(results["elo"]["harmlessness"]["judge"]["models"]) == {"base", "sl", "rl"}
     assert set(results["elo"]["helpfulness"]["pm"]["models"]) == {"base", "sl", "rl"}
-    assert (run / "eval" / "frontier.png").stat().st_size > 1000
+    assert all((run / "eval" / f"frontier_{source}.png").stat().st_size > 1000 for source in ("judge", "pm"))
+    assert (run / "eval" / "report.html").stat().st_size > 1000
     # every record file can be inspected
     for name, stage in (("redteam.jsonl", "redteam"), ("sl.jsonl", "revise"), ("labels.jsonl", "label")):
         summary = json.loads(cli("inspect", run / name, "--json").stdout)
