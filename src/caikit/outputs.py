@@ -23,7 +23,7 @@ def partial_path(path: str) -> Path:
     return Path(path + ".partial")
 
 
-def _whole_lines(path: Path, chunk: int = 1 << 16) -> None:
+def whole_lines(path: Path, chunk: int = 1 << 16) -> None:
     """Cut a torn last line (from a kill mid-write) off a partial file, reading only its end."""
     with path.open("r+b") as f:
         end = f.seek(0, os.SEEK_END)
@@ -80,7 +80,7 @@ class JsonlWriter:
                 os.replace(target, partial)
                 self._reopened = True
             if partial.exists():
-                _whole_lines(partial)
+                whole_lines(partial)
                 self.done = done_ids(partial)
         elif partial.exists():
             partial.unlink()

@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import socket
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+
+from caikit.errors import CaikitError
 
 log = logging.getLogger("caikit.serve")
 
@@ -92,6 +95,17 @@ class Batcher:
             start += len(job.items)
 
 
+def bind(host: str, port: int) -> socket.socket:
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listener = socket.socket(info[0], socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(info[4])
+    except OSError as err:
+        raise CaikitError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err})") from None
+    return listener
+
+
 def serve_forever(app, listener) -> None:
     """Serve `app` (whose `state.batcher` runs the model) on `listener` until SIGINT or SIGTERM: the
     HTTP side in a thread, the batches on this, the main thread. (torch in a second thread was
@@ -114,6 +128,13 @@ def serve_forever(app, listener) -> None:
         signal.signal(sig, stop)
     http.start()
     app.state.batcher.work_here(http.is_alive)
+
+
+def serve_plain(app, listener) -> None:
+    """Serve an `app` that runs no model (caikit view) on `listener` until SIGINT or SIGTERM."""
+    import uvicorn
+
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[listener])
 
 
 @dataclass

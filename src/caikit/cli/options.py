@@ -117,6 +117,7 @@ Policy = Annotated[Optional[str], typer.Option("--policy", help="The policy: the
 MaxBatch = Annotated[int, typer.Option("--max-batch", min=1, help="Most items (sequences or responses) gathered from concurrent requests into one batch.")]
 Port = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")]
 MaxItems = Annotated[int, typer.Option("--max-items", min=1, help="Most items (prompts or responses) one request may hold; a larger one gets 413.")]
+Where = Annotated[Optional[list[str]], typer.Option("--where", help="Filter: PATH=V, PATH!=V, PATH>N, PATH<N, PATH~TEXT (repeatable, ANDed).")]
 Host = Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 opens it to the network).")]
 WindowMs = Annotated[float, typer.Option("--window-ms", min=0.0, help="Gather concurrent requests this long into one batch.")]
 ServerKey = Annotated[Optional[str], typer.Option("--api-key-env", help="Require `Authorization: Bearer $VAR` from clients.")]

@@ -1,22 +1,25 @@
-"""Commands over record files of any stage: `inspect` (summarize, filter, pretty-print) and `merge`
-(join the outputs of sharded runs)."""
+"""Commands over record files of any stage: `inspect` (summarize, filter, pretty-print), `merge`
+(join the outputs of sharded runs) and `view` (browse them, label pairs by hand)."""
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from caikit.cli.app import command
-from caikit.cli.options import Output, Quiet, destination
+from caikit.cli.options import Host, Limit, Output, Port, Quiet, Seed, Where, destination
+from caikit.errors import CaikitError
 
 
 @command()
 def inspect(
     input: Annotated[str, typer.Argument(help="A caikit JSONL file (or any JSONL of records); - reads stdin.")] = "-",
     show: Annotated[int, typer.Option("--show", min=0, help="Pretty-print the first N (filtered) records.")] = 0,
-    where: Annotated[Optional[list[str]], typer.Option("--where", help="Filter: PATH=V, PATH!=V, PATH>N, PATH<N, PATH~TEXT (repeatable, ANDed).")] = None,
+    where: Where = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ):
     """Summarize a caikit JSONL file: stages, fields, lengths, principles, labels, provenance.
@@ -64,3 +67,44 @@ def merge(
     if not quiet:
         console.say(f"merge: {counts['read']} records from {len(files)} files -> {out.count} in {destination(output)} "
                     f"({counts['duplicates']} duplicates dropped, {counts['conflicts']} of them conflicting)")
+
+
+@command()
+def view(
+    paths: Annotated[Optional[list[str]], typer.Argument(help="JSONL files of any stage (.gz too), report.md, or run directories such as runs/quickstart/.")] = None,
+    host: Host = "127.0.0.1",
+    port: Port = 8080,
+    where: Where = None,
+    export: Annotated[Optional[Path], typer.Option("--export", help="Write the records as one self-contained HTML page (no script, nothing fetched) and exit.")] = None,
+    limit: Limit = 1000,
+    annotate: Annotated[Optional[str], typer.Option("--annotate", help="Label this pair file by hand (label output, hh-rlhf, {prompt, chosen, rejected}).")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="With --annotate: the JSONL file of human labels (appended; resumes after its ids).")] = None,
+    annotator: Annotated[str, typer.Option("--annotator", help="With --annotate: your name, written with each label.")] = os.environ.get("USER", "anonymous"),
+    seed: Seed = 0,
+):
+    """Look at records in the browser: one view per stage (revisions with word diffs, pairs side by
+    side with their probabilities, eval judgments with both answers), filters with --where's syntax,
+    facets and paging; a file of any size opens at once (an index of byte offsets, not the records).
+    With --annotate, label pairs yourself (keys a / b / t); the labels feed eval labeler, label
+    --check-human and train-pm. Binds 127.0.0.1 unless --host says otherwise.
+
+    Examples: caikit view runs/quickstart/
+              caikit view runs/quickstart/labels.jsonl --where "label>0.9" --export confident.html
+              caikit view --annotate runs/quickstart/labels.jsonl -o human.jsonl --annotator ana
+    """
+    from caikit import console, serving, viewer
+
+    if export is not None and annotate is not None:
+        raise CaikitError("--export and --annotate: give one of them")
+    if (output is None) != (annotate is None):
+        raise CaikitError("--annotate PAIRS and -o FILE go together (the pairs to label, the file the labels go to)")
+    if not paths and (annotate is None or export is not None):
+        raise CaikitError("give the files or run directories to view (or --annotate PAIRS -o FILE)")
+    app, url = viewer.build(paths or [], where=where or [], export=export, limit=limit, annotate=annotate, output=output,
+                            annotator=annotator, seed=seed, host=host)
+    if app is None:
+        console.say(f"view: {url}")
+        return
+    listener = serving.bind(host, port)
+    console.say(f"caikit view: http://{host}:{listener.getsockname()[1]}{url}  (Ctrl-C stops)")
+    serving.serve_plain(app, listener)

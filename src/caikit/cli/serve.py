@@ -4,7 +4,6 @@ caikit's rewards over HTTP for OpenRLHF and verl."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -52,7 +51,7 @@ def serve(
     if ModelSpec.parse(model).backend != "transformers":
         raise CaikitError(f"--model {model}: caikit serve runs models with transformers; a vLLM model has its own server (vllm serve)")
     key = required_key(api_key_env)
-    listener = bind(host, port)  # before loading the model: a taken port fails at once
+    listener = serving.bind(host, port)  # before loading the model: a taken port fails at once
     backend = TransformersBackend.load(model, dtype=dtype, device=device, batch_size=batch_size, chat_template=chat_template)
     limits = stage.Limits(max_tokens=max_tokens, max_request_bytes=int(max_request_mb * 2**20), max_prompts=max_items)
     name = served_name or model
@@ -60,17 +59,6 @@ def serve(
     port = listener.getsockname()[1]
     console.say(f"caikit serve: {name} on http://{host}:{port}/v1 ({'API key required' if key else 'no API key'})")
     serving.serve_forever(app, listener)
-
-
-def bind(host: str, port: int) -> socket.socket:
-    try:
-        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        listener = socket.socket(info[0], socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(info[4])
-    except OSError as err:
-        raise CaikitError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err})") from None
-    return listener
 
 
 @command("serve-reward")
@@ -112,7 +100,7 @@ def serve_reward(
                                mode=feedback_mode, principles=principles_per_label, seed=seed, backend=backend,
                                device=device, dtype=dtype, batch_size=batch_size, vllm_memory=vllm_memory)
     key = required_key(api_key_env)
-    listener = bind(host, port)
+    listener = serving.bind(host, port)
     scorer = rewards.Scorer(settings)
     described = scorer.describe()  # loads the model now, not on the first request
     app = reward_server.create_app(scorer, api_key=key, window=window_ms / 1000, max_rows=max_batch, max_items=max_items)
