@@ -147,5 +147,8 @@ def export(sources: Sources, path: Path, query: Query, limit: int) -> int:
         raise CaikitError(f"--export {path}: directory {folder} does not exist")
     with tempfile.NamedTemporaryFile("w", dir=folder, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8") as f:
         f.write(html)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(f.name, 0o666 & ~umask)  # (a temporary file is private; the page is made to be shared)
     os.replace(f.name, path)
     return count

@@ -176,7 +176,8 @@ class Scan:
             self._changed.wait_for(lambda: self.done or len(self.matches) >= count, timeout)
 
     def page(self, start: int, size: int) -> list[int]:
-        if not self.query:  # every position is a match: no need to wait for the scan
+        if not self.query:  # every position is a match: wait for the scan only as long as a small file takes
+            self.wait(len(self.index) + 1, timeout=0.5)
             return list(range(start, min(start + size, len(self.index))))
         self.wait(start + size, timeout=5.0)
         with self._changed:
