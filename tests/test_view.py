@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import shutil
 
 import pytest
 from starlette.testclient import TestClient
@@ -222,3 +223,54 @@ def test_export_is_one_self_contained_page_and_bad_flags_are_one_line(run, tmp_p
                           (["view", str(tmp_path / "missing")], "no such file")):
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+
+
+def browser():
+    from test_verdicts import chromium
+
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    if chromium() is None or shutil.which("chromedriver") is None:
+        pytest.skip("no chromium/chromedriver on this machine (make test installs Debian's where it runs as root with apt)")
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(flag)
+    options.binary_location = chromium()
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")))
+
+
+def test_in_a_real_browser_a_filter_applies_and_three_key_presses_label_three_pairs(run, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from caikit.serving import Running
+
+    out = tmp_path / "human.jsonl"
+    annotation = Annotation(str(run / "labels.jsonl"), str(out), annotator="ana", seed=0)
+    driver = browser()
+    try:
+        with Running(create_app(Sources([str(run)]), annotation)) as url:
+            base = url.removesuffix("/v1")
+            driver.get(base + "/")
+            driver.find_element("link text", "redteam.jsonl").click()
+            box = driver.find_element("css selector", "input[name=where][placeholder]")
+            box.send_keys("prompt.0.content~prompt 1")
+            box.submit()
+            WebDriverWait(driver, 10).until(lambda d: "11 of 46 lines match" in d.find_element("css selector", "p.status").text)
+            assert len(driver.find_elements("css selector", "section.record.answer")) == 11
+            assert "<script>alert(1)</script>" in driver.find_element("css selector", "section.record .text").text  # shown as text
+            driver.get(base + "/annotate")
+            for n in range(3):
+                left = driver.find_elements("css selector", ".pair .side .text")[0].text
+                form = driver.find_element("id", "answer")
+                ActionChains(driver).send_keys("a" if left.startswith("GOOD") else "b").perform()
+                WebDriverWait(driver, 10).until(lambda d: len(out.read_text().splitlines()) == n + 1 if out.exists() else False)
+                WebDriverWait(driver, 10).until(lambda d: form not in d.find_elements("id", "answer"))
+            assert "3 answered" in driver.find_element("css selector", "p.status").text
+            assert "3 of 3" in driver.find_element("id", "agreement").text
+            errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]  # a CSP violation would be one
+            assert errors == []
+    finally:
+        driver.quit()
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 3 and all(r["chosen"][0]["content"].startswith("GOOD") for r in records)
