@@ -34,6 +34,12 @@ READERS = {  # what each stage's reader holds: (the file it reads, the call)
     "read_preferences (a list; train-pm before Arrow)": ("labels", "len(inputs.read_preferences(PATH))"),
     "read_completions (a list; sft before Arrow)": ("redteam", "len(inputs.read_completions(PATH))"),
 }
+VIEW = {  # caikit view: opening a file (its index of byte offsets, then the first page) and one filter over it
+    "view: open + first page": "from starlette.testclient import TestClient\nfrom caikit.viewer import app, sources\n"
+                               "web = TestClient(app.create_app(sources.Sources([PATH])))\nassert 'class=\"record pair\"' in web.get('/f/0').text",
+    "view: a filter over every record": "from caikit.viewer.index import LineIndex, Query, Scan\n"
+                                        "scan = Scan(LineIndex(PATH), Query(['label>0.9']))\nscan.wait(10**9, None)\nprint(len(scan.matches))",
+}
 TRAINING = {  # the training stages end to end, one optimizer step on a tiny model: data preparation is the rest
     "sft: data + 1 step (tiny model)": ("redteam", ["sft", "-i"]),
     "train-pm: data + 1 step (tiny model)": ("labels", ["train-pm", "--eval-split", "0", "--data"]),
@@ -132,6 +138,8 @@ def cases(paths: dict, folder: Path, tiny: Path) -> dict[str, list[str]]:
     }
     for name, (source, call) in READERS.items():
         found[name] = python(f"print({call.replace('PATH', repr(str(paths[source])))})")
+    for name, code in VIEW.items():
+        found[name] = python(code.replace("PATH", repr(str(paths["labels"]))))
     for name, (source, command) in TRAINING.items():
         found[name] = caikit + [*command, str(paths[source]), "-o", str(folder / "model"), "--overwrite", "--base-model", str(tiny),
                                 "--max-steps", "1", "--batch-size", "2", "--max-length", "256", "--device", "cpu", "-q"]
