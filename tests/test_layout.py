@@ -85,6 +85,7 @@ MEANINGS_DIFFER = {
     "--model": "one model spec where a command runs one model; eval compare takes the NAME=SPEC models it compares",
     "--batch-size": "prompts per forward pass when generating or scoring; examples per device batch when training (cli/options.py)",
     "--api-key-env": "a client names the variable holding the key it sends; a server (serve, serve-reward) the key it requires",
+    "--limit": "stages read the first N input records; view --export shows at most N records per file",
     "--json": "inspect's summary is its data, on stdout either way; eval prints a table on stderr and JSON on request",
 }
 # Flags whose default differs between commands on purpose, and why.

@@ -101,6 +101,7 @@ def bind(host: str, port: int) -> socket.socket:
         listener = socket.socket(info[0], socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(info[4])
+        listener.listen(128)  # connections made once the URL is printed wait in the backlog, not refused
     except OSError as err:
         raise CaikitError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror or err})") from None
     return listener

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from caikit.cli.app import command
-from caikit.cli.options import Host, Limit, Output, Port, Quiet, Seed, Where, destination
+from caikit.cli.options import Host, Output, Port, Quiet, Seed, Where, destination
 from caikit.errors import CaikitError
 
 
@@ -76,7 +76,7 @@ def view(
     port: Port = 8080,
     where: Where = None,
     export: Annotated[Optional[Path], typer.Option("--export", help="Write the records as one self-contained HTML page (no script, nothing fetched) and exit.")] = None,
-    limit: Limit = 1000,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="With --export: at most N records per file.")] = 1000,
     annotate: Annotated[Optional[str], typer.Option("--annotate", help="Label this pair file by hand (label output, hh-rlhf, {prompt, chosen, rejected}).")] = None,
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="With --annotate: the JSONL file of human labels (appended; resumes after its ids).")] = None,
     annotator: Annotated[str, typer.Option("--annotator", help="With --annotate: your name, written with each label.")] = os.environ.get("USER", "anonymous"),
