@@ -66,8 +66,9 @@ def main(run: Path, out: Path) -> None:
             driver.get(url + "/")
             shot("home")
             home = url + "/"
+            judgments = next((n for n in ("judgments.jsonl", "eval/judgments.jsonl") if (run / n).is_file()), "judgments.jsonl")
             for name, view, where in [("redteam.jsonl", "redteam", ""), ("sl.jsonl", "revise", ""),
-                                      ("labels.jsonl", "label", "label>0.6"), ("eval/judgments.jsonl", "judgments", "")]:
+                                      ("labels.jsonl", "label", "label>0.5"), (judgments, "judgments", "")]:
                 driver.get(home)
                 target = file_link(driver, name)
                 driver.get(target + (f"?where={where}" if where else ""))
