@@ -240,6 +240,7 @@ def browser():
 
 
 def test_in_a_real_browser_a_filter_applies_and_three_key_presses_label_three_pairs(run, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -260,13 +261,17 @@ def test_in_a_real_browser_a_filter_applies_and_three_key_presses_label_three_pa
             assert len(driver.find_elements("css selector", "section.record.answer")) == 11
             assert "<script>alert(1)</script>" in driver.find_element("css selector", "section.record .text").text  # shown as text
             driver.get(base + "/annotate")
+            form = None
             for n in range(3):
-                left = driver.find_elements("css selector", ".pair .side .text")[0].text
-                form = driver.find_element("id", "answer")
+                # the next pair's page, once it has replaced the last one (an element of a page being
+                # replaced goes stale: read again until the new page holds still)
+                form, left = WebDriverWait(driver, 10, ignored_exceptions=[StaleElementReferenceException]).until(
+                    lambda d: next(((f, d.find_elements("css selector", ".pair .side .text")[0].text)
+                                    for f in d.find_elements("id", "answer") if f != form), None))
                 ActionChains(driver).send_keys("a" if left.startswith("GOOD") else "b").perform()
                 WebDriverWait(driver, 10).until(lambda d: len(out.read_text().splitlines()) == n + 1 if out.exists() else False)
-                WebDriverWait(driver, 10).until(lambda d: form not in d.find_elements("id", "answer"))
-            assert "3 answered" in driver.find_element("css selector", "p.status").text
+            WebDriverWait(driver, 10, ignored_exceptions=[StaleElementReferenceException]).until(
+                lambda d: "3 answered" in d.find_element("css selector", "p.status").text)
             assert "3 of 3" in driver.find_element("id", "agreement").text
             errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]  # a CSP violation would be one
             assert errors == []
