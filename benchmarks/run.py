@@ -11,7 +11,9 @@ each figure next to its baseline and the ratio, plus the machine it ran on.
 - label scoring: hh-rlhf pairs judged per second (both option orders, log-probs of " (A)"/" (B)"),
   against a judge that generates its answer after "The answer is:" (4 greedy tokens, `generate`),
   and against the same scoring without shared beginnings; zero-shot, then with the constitution's
-  comparison examples shown first (`label --few-shot`).
+  comparison examples shown first (`label --few-shot`);
+- in float32, the roofline of benchmarks/roofline.py: decode and prefill GFLOP/s against this
+  machine's measured matmul peak.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from caikit import constitution, judge, models, revise
 from caikit.backends import SamplingParams
 from caikit.backends.hf import TransformersBackend
 from caikit.records import prompt_id
+
+import roofline  # (benchmarks/roofline.py, beside this file)
 
 ROOT = Path(__file__).resolve().parents[1]
 HH = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base_test.jsonl.gz"
@@ -173,7 +177,7 @@ def main():
         rows += quality(backend, args)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
     print(f"\ncaikit engine benchmark: {MODEL}, {args.dtype}, {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), engine {backend.engine}")
+          f"({torch.backends.cpu.get_cpu_capability()} kernels, {torch.get_num_threads()} threads), engine {backend.engine}")
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':{width}}  {'caikit':>8}  {'baseline':>8}  {'ratio':>6}  baseline")
     for name, mine, base, what in rows:
@@ -181,6 +185,8 @@ def main():
             print(f"{name:{width}}  {mine:>8}")
         else:
             print(f"{name:{width}}  {mine:8.1f}  {base:8.1f}  {mine / base:5.2f}x  {what}")
+    if args.dtype == "float32" and backend.engine == "lean":
+        roofline.print_rows(f"roofline: {MODEL}, float32 ({cpu})", roofline.roofline(backend._engine))
 
 
 if __name__ == "__main__":

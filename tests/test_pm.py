@@ -172,3 +172,27 @@ def test_long_pairs_keep_their_ends_and_still_teach(tiny_model, tmp_path):
     assert report["examples"] == {"train": 48, "eval": 12, "truncated": 60}
     assert report["hyperparameters"]["gradient_checkpointing"] is False  # off on CPU unless asked
     assert report["metrics"]["held_out"]["accuracy"] >= 0.9
+
+
+def test_rewards_through_the_lean_engine_equal_the_models_own_forward(tiny_pm, monkeypatch):
+    """The PM scores on caikit's engine (a pair's shared prompt computed once) exactly what its own
+    padded forward gives, including where that forward reads a row that ends in padding tokens."""
+    from caikit.backends import decode
+    from caikit.preference_model import PreferenceModel, encode
+
+    scorer = PreferenceModel(tiny_pm, device="cpu", batch_size=3)
+    assert scorer._lean is not None
+    rows = toy_rows(7)
+    for row in rows:
+        row["prompt"][0]["content"] = "Some background first. " * 4 + row["prompt"][0]["content"]
+    convs = [r["prompt"] + r[side] for r in rows for side in ("chosen", "rejected")] + [[{"role": "user", "content": "short"}]]
+    ids = encode(scorer.tokenizer, convs, scorer.max_length)
+    assert decode.groups(sorted(ids))[0]  # the two responses of a pair share a beginning the engine computes once
+    lean, plain = scorer.rewards(convs), scorer._plain_rewards(ids)
+    assert max(abs(a - b) for a, b in zip(lean, plain)) < 1e-4 and len({round(x, 4) for x in lean}) > 3
+    pad = scorer.tokenizer.pad_token_id
+    padded = [ids[0] + [pad, pad], ids[1]]
+    assert max(abs(a - b) for a, b in zip(scorer._lean_rewards(scorer._lean, padded), scorer._plain_rewards(padded))) < 1e-4
+    monkeypatch.setattr(decode.Engine, "forward", lambda self, *a, **k: torch.zeros(2, 8))
+    fallback = PreferenceModel(tiny_pm, device="cpu", batch_size=3)  # an engine that computes something else is not used
+    assert fallback._lean is None and max(abs(a - b) for a, b in zip(fallback.rewards(convs), plain)) < 1e-6

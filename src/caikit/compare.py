@@ -226,10 +226,8 @@ def pairs_of(names: list[str]):
 
 def pm_outcomes(pm, names, records, given) -> tuple[dict, dict]:
     """Per prompt, sigma(r_i - r_j) for every pair of models; and each model's mean PM score."""
-    rewards = {}
-    for name in names:
-        scores = pm.rewards([r["prompt"] + assistant(given[name][r["id"]]) for r in records])
-        rewards[name] = dict(zip((r["id"] for r in records), scores))
+    scores = pm.rewards([r["prompt"] + assistant(given[name][r["id"]]) for name in names for r in records])  # one call: answers share their prompt
+    rewards = {name: dict(zip((r["id"] for r in records), scores[k * len(records) : (k + 1) * len(records)])) for k, name in enumerate(names)}
     outcomes = {}
     for r in records:
         for i, j in pairs_of(names):

@@ -52,12 +52,51 @@ class PreferenceModel:
         self.batch_size = batch_size
         self.max_length = max_length or trained_length(path)
         self.path = path
+        self._lean = self._lean_engine()
+
+    def _lean_engine(self):
+        """caikit's lean engine on the PM's decoder, when it computes the model's own rewards (checked
+        here on two rows, as the generation backends check it): rows sharing a beginning (a pair's
+        two responses, several models' answers to one prompt) then have it computed once."""
+        import torch
+
+        from caikit.backends.decode import Engine
+
+        if not isinstance(getattr(self.model, "score", None), torch.nn.Linear):
+            return None
+        engine = Engine(self.model)
+        rows = [list(range(3, 20)), list(range(3, 12))]
+        try:
+            lean = self._lean_rewards(engine, rows)
+        except Exception:  # noqa: BLE001 (any failure means: not this engine)
+            return None
+        plain = self._plain_rewards(rows)
+        tolerance = 1e-3 if engine.dtype == torch.float32 else 0.05
+        return engine if all(abs(a - b) <= tolerance for a, b in zip(lean, plain)) else None
 
     def rewards(self, conversations: list[list[dict]]) -> list[float]:
         """One scalar per full conversation (prompt + response)."""
+        ids = encode(self.tokenizer, conversations, self.max_length)
+        return self._lean_rewards(self._lean, ids) if self._lean is not None else self._plain_rewards(ids)
+
+    def _lean_rewards(self, engine, ids: list[list[int]]) -> list[float]:
+        """The score head at each row's last token that is not padding (where the model's own forward
+        reads it), after the engine's prefill with shared beginnings computed once."""
         import torch
 
-        ids = encode(self.tokenizer, conversations, self.max_length)
+        pad = self.tokenizer.pad_token_id
+        ends = [max((k for k, t in enumerate(row) if t != pad), default=0) for row in ids]
+        out = [0.0] * len(ids)
+        with torch.inference_mode():
+            for part, _, states in engine.prefilled([row[: end + 1] for row, end in zip(ids, ends)], self.batch_size, head=False):
+                for i, value in zip(part, self.model.score(states).squeeze(-1).float().tolist()):
+                    out[i] = value
+        return out
+
+    def _plain_rewards(self, ids: list[list[int]]) -> list[float]:
+        """The model's own forward over right-padded batches, longest first."""
+        import torch
+
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out = [0.0] * len(ids)
         for start in range(0, len(order), self.batch_size):
@@ -75,7 +114,8 @@ def evaluate_pairs(pm: PreferenceModel, rows, chunk: int = 256) -> dict:
     iterable, read `chunk` pairs at a time)."""
     chosen, rejected, labels = [], [], []
     for part in batches(rows, chunk):
-        chosen += pm.rewards([r["prompt"] + r["chosen"] for r in part])
-        rejected += pm.rewards([r["prompt"] + r["rejected"] for r in part])
+        both = pm.rewards([r["prompt"] + r[side] for r in part for side in ("chosen", "rejected")])  # (together: they share the prompt)
+        chosen += both[0::2]
+        rejected += both[1::2]
         labels += [r["label"] for r in part]
     return pair_metrics(chosen, rejected, labels)

@@ -131,7 +131,11 @@ class Engine:
         if last is not None:
             hidden = hidden[torch.arange(len(ids), device=ids.device), last]
         hidden = self.inner.norm(hidden)
-        return self.model.lm_head(hidden).float() if head else hidden
+        return self.head(hidden) if head else hidden
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """float32 logits [..., vocab] from final hidden states [..., hidden_size]."""
+        return self.model.lm_head(hidden).float()
 
     def prefill(self, rows: list[list[int]], prefix: tuple[Slots, list[int], list[int]] | None = None,
                 every: bool = False, head: bool = True) -> tuple[Slots, torch.Tensor]:
@@ -183,17 +187,17 @@ class Engine:
             for k, (b, j, c) in enumerate(flat):
                 yield part[b], j, c, first[b], logp[k]
 
-    def prefilled(self, rows: list[list[int]], batch: int):
-        """Yields (indices of a batch of rows, their cache, the logits after each) for `batch` rows at a
-        time, taken in sorted order so that rows sharing a beginning meet in a batch, where that
-        beginning is prefilled once."""
+    def prefilled(self, rows: list[list[int]], batch: int, head: bool = True):
+        """Yields (indices of a batch of rows, their cache, the logits after each; without `head`, the
+        final hidden states there) for `batch` rows at a time, taken in sorted order so that rows
+        sharing a beginning meet in a batch, where that beginning is prefilled once."""
         order = sorted(range(len(rows)), key=lambda i: rows[i])
         for at in range(0, len(order), batch):
             part = order[at : at + batch]
             mine = [rows[i] for i in part]
             heads, owners, starts = groups(mine) if self.share_prefixes else ([], [], [0] * len(mine))
-            held = self.prefill(heads)[0] if heads else None
-            cache, after = self.prefill([r[s:] for r, s in zip(mine, starts)], (held, owners, starts) if held else None)
+            held = self.prefill(heads, head=False)[0] if heads else None
+            cache, after = self.prefill([r[s:] for r, s in zip(mine, starts)], (held, owners, starts) if held else None, head=head)
             yield part, cache, after
 
     @torch.inference_mode()
@@ -266,7 +270,7 @@ class Engine:
         hidden state that predicts it, `chunk` states through the LM head at a time."""
         found = []
         for at in range(0, len(targets), chunk):
-            logp = self.model.lm_head(states[at : at + chunk]).float().log_softmax(-1)
+            logp = self.head(states[at : at + chunk]).log_softmax(-1)
             picked = logp.gather(-1, torch.tensor(targets[at : at + chunk], device=self.device).unsqueeze(-1)).squeeze(-1).tolist()
             found += zip(picked, likeliest(logp, top) if top else [None] * len(picked))
         return found
@@ -288,7 +292,7 @@ class Engine:
         listed row; `done(index, tokens)` says whether a row has finished with these tokens."""
         order = sorted(range(len(rows)), key=lambda i: rows[i].ids)
         heads, owners, starts = groups([rows[i].ids for i in order]) if self.share_prefixes else ([], [0] * len(rows), [0] * len(rows))
-        held = self.prefill(heads)[0] if heads else None
+        held = self.prefill(heads, head=False)[0] if heads else None
         length = max(len(r.ids) + r.params.max_new_tokens for r in rows)
         cache = Slots(self.model.config, min(slots, len(rows)), length, self.dtype, self.device)
         waiting = deque(zip(order, owners, starts))

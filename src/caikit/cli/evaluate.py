@@ -60,6 +60,21 @@ def answer_shard(answers, generated: dict, sets: dict, xs, shard, output: Path) 
         f"join each NAME.SET.*-of-{shard.count}.jsonl with caikit merge into NAME.SET.jsonl and rerun without --shard, with --resume")
 
 
+def once_per_spec(engine):
+    """`engine.build`, loading each model spec once: a model that both answers and judges (the
+    quickstart's base model) is loaded once."""
+    from caikit.backends import for_scoring
+
+    built: dict = {}
+
+    def build(spec: str, scoring: bool = False):
+        if spec not in built:
+            built[spec] = engine.build(spec)
+        return for_scoring(built[spec]) if scoring else built[spec]
+
+    return build
+
+
 @command("compare", group=eval_app)
 @with_options(engine)
 def eval_compare(
@@ -106,13 +121,14 @@ def eval_compare(
     hhh_items = evals.load_items(hhh, hhh_limit) if hhh else None
     human_pairs = calibration.human_pairs([check_human], check_limit, seed) if check_human else None
     generated = compare.answering(specs, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed))
-    answers = compare.Answers(output, given=files, models=generated, build=engine.build, resume=resume,
+    build = once_per_spec(engine)
+    answers = compare.Answers(output, given=files, models=generated, build=build, resume=resume,
                               progress=console.progress_factory(quiet), shard=shard)
     if shard is not None:
         answer_shard(answers, generated, sets, xs, shard, output)
         return
     preference = PreferenceModel(pm, device=engine.device, dtype=engine.dtype, batch_size=engine.batch_size) if pm else None
-    judging = engine.build(feedback_model, scoring=True) if feedback_model else None
+    judging = build(feedback_model, scoring=True) if feedback_model else None
     human = judge_against_humans(judging, const, human_pairs, seed, quiet) if check_human and judging else None
     results = compare.run(output, answers, names, sets, xs, pm=preference, judge=judging, const=const, revisions=rows, hhh=hhh_items,
                           seed=seed, resume=resume, human=human, human_pairs=human_pairs, snapshots=snapshots or compare.checkpoints(specs))

@@ -1,0 +1,145 @@
+"""How close caikit's lean engine runs to what this CPU can do: the achieved GFLOP/s of a decode step
+and of a prefill against the same machine's measured float32 matmul peak, and what the LM head costs.
+
+    python benchmarks/roofline.py [--batch 64] [--context 96] [--repeats 5]
+
+Run alone or from `make bench` (benchmarks/run.py prints this table after its own). Floating-point
+operations are counted from the model's config, 2 per multiply-add: every linear layer and the LM
+head over every token, plus attention's scores and weighted sums over the columns each token reads.
+The peak is the best of a few large square float32 matmuls (torch.mm, this process's threads); the
+memory figure is the best read rate of a 256 MB tensor. Each timing is the best of `--repeats` runs,
+after one warm-up, so that one slow run (another process, a page fault) does not decide it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+MODEL = "smollm2-135m-instruct"
+
+
+def best_of(function, repeats: int) -> float:
+    """The shortest of `repeats` timed calls of `function`, after one untimed call."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_peak(repeats: int, n: int = 2048) -> float:
+    """GFLOP/s of an n x n x n float32 matmul: the ceiling the engine is held against."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / best_of(lambda: torch.mm(a, b), repeats) / 1e9
+
+
+def read_bandwidth(repeats: int, megabytes: int = 256) -> float:
+    """GB/s of summing a float32 tensor that does not fit in cache."""
+    x = torch.ones(megabytes * 2**20 // 4)
+    return x.numel() * 4 / best_of(lambda: x.sum(), repeats) / 1e9
+
+
+def linear_flops(config) -> int:
+    """Multiply-adds x 2 of one token through every linear layer and the LM head."""
+    hidden, inner = config.hidden_size, config.intermediate_size
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    dim = getattr(config, "head_dim", None) or hidden // heads
+    attention = hidden * heads * dim * 2 + hidden * kv * dim * 2  # q and o; k and v
+    mlp = 3 * hidden * inner  # gate, up, down
+    return 2 * (config.num_hidden_layers * (attention + mlp) + hidden * config.vocab_size)
+
+
+def attention_flops(config, columns: int) -> int:
+    """Scores and weighted sum of one token reading `columns` key/value columns, every layer."""
+    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * 2 * config.num_hidden_layers * config.num_attention_heads * dim * columns
+
+
+def decode_step(engine, batch: int, context: int, repeats: int) -> tuple[float, float]:
+    """(seconds, FLOPs) of one decode step of `batch` sequences that each hold `context` tokens."""
+    from caikit.backends.decode import Slots
+
+    config = engine.model.config
+    rows = [[(7 * b + 3 * k) % 1000 + 10 for k in range(context)] for b in range(batch)]
+    held, _ = engine.prefill(rows)
+    cache = Slots(config, batch, context + 1, engine.dtype, engine.device)
+    cache.put(held, 0, context)
+    tokens = torch.full((batch,), 42)
+    lengths = torch.full((batch,), context)
+    with torch.inference_mode():
+        seconds = best_of(lambda: engine.step(cache, tokens, lengths), repeats)
+    return seconds, batch * (linear_flops(config) + attention_flops(config, context + 1))
+
+
+def prefill(engine, batch: int, tokens: int, repeats: int) -> tuple[float, float]:
+    """(seconds, FLOPs) of prefilling `batch` rows of `tokens` tokens (logits after each row's last)."""
+    config = engine.model.config
+    rows = [[(11 * b + 5 * k) % 1000 + 10 for k in range(tokens)] for b in range(batch)]
+    with torch.inference_mode():
+        seconds = best_of(lambda: engine.prefill(rows), repeats)
+    head = 2 * config.hidden_size * config.vocab_size
+    per_row = tokens * (linear_flops(config) - head) + head + sum(attention_flops(config, k + 1) for k in range(tokens))
+    return seconds, batch * per_row
+
+
+def lm_head(engine, batch: int, repeats: int) -> list[tuple[str, float]]:
+    """The LM head alone at `batch` rows: as the model runs it, and as the engine runs it."""
+    weight = engine.model.lm_head.weight
+    hidden = torch.randn(batch, weight.shape[1], dtype=weight.dtype)
+    with torch.inference_mode():
+        linear = best_of(lambda: torch.nn.functional.linear(hidden, weight), repeats)
+        engines = best_of(lambda: engine.head(hidden), repeats)
+    return [("F.linear(x, W)", linear), ("the engine's head", engines)]
+
+
+def roofline(engine, batch: int = 64, context: int = 96, repeats: int = 5) -> list[tuple[str, str]]:
+    """(measure, figure) rows: the machine's ceilings, then the engine's steps against them."""
+    peak, bandwidth = matmul_peak(repeats), read_bandwidth(repeats)
+    rows = [("kernels", f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, "
+                        f"ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', 'unset')}"),
+            ("float32 matmul peak (2048^3, torch.mm)", f"{peak:.1f} GFLOP/s"),
+            ("memory read (256 MB sum)", f"{bandwidth:.1f} GB/s")]
+    for name, (seconds, flops) in (
+        (f"decode step, batch {batch}, {context} tokens held", decode_step(engine, batch, context, repeats)),
+        ("decode step, batch 16, same", decode_step(engine, 16, context, repeats)),
+        (f"prefill, 16 rows x {context} tokens", prefill(engine, 16, context, repeats)),
+    ):
+        achieved = flops / seconds / 1e9
+        rows.append((name, f"{seconds * 1e3:.1f} ms, {flops / 1e9:.2f} GFLOP, {achieved:.1f} GFLOP/s = {achieved / peak:.0%} of peak"))
+    weight = engine.model.lm_head.weight
+    flops = 2 * batch * weight.numel()
+    for how, seconds in lm_head(engine, batch, repeats):
+        rows.append((f"LM head, batch {batch}: {how}", f"{seconds * 1e3:.1f} ms, {flops / seconds / 1e9:.1f} GFLOP/s = "
+                                                      f"{flops / seconds / 1e9 / peak:.0%} of peak"))
+    return rows
+
+
+def print_rows(title: str, rows: list[tuple[str, str]]) -> None:
+    print(f"\n{title}")
+    width = max(len(name) for name, _ in rows)
+    for name, figure in rows:
+        print(f"{name:{width}}  {figure}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--context", type=int, default=96, help="tokens each sequence holds at the decode step")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from caikit import models
+    from caikit.backends.decode import Engine
+
+    engine = Engine(models.load(MODEL, device="cpu", dtype="float32").model)
+    print_rows(f"roofline: {MODEL}, float32", roofline(engine, args.batch, args.context, args.repeats))
+
+
+if __name__ == "__main__":
+    main()
