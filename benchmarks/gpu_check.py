@@ -13,7 +13,7 @@ with at most 64 MiB carried (the device tool's H200: see docs/measurements.md).
        pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp
            --platform manylinux2014_x86_64 -d .gpu/wheels NAME==VERSION ...
    and copies the embedded model's tokenizer into .gpu/tokenizer (about 4 MB in all, with the wheels).
-   Keep .gpu out of git (`echo /.gpu/ >> .git/info/exclude`) and carry it.
+   .gitignore keeps .gpu out of git; name it in the device tool's `carry`.
 
 2. There, from the repository root (about 3 minutes on one H200):
 

@@ -157,3 +157,16 @@ def test_a_model_without_llama_style_layers_is_refused_not_crashed_on():
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=64))
     assert decode.Engine(gpt2).agrees() is False
+
+
+def test_length_batches_bound_rows_tokens_and_padding():
+    from caikit.backends.rows import length_batches
+
+    lengths = [5, 300, 7, 6, 120, 118, 8, 512, 3000, 9, 119]
+    found = length_batches(lengths, batch=4, tokens=1024)
+    assert sorted(i for b in found for i in b) == list(range(len(lengths)))  # every row once
+    for b in found:
+        longest = max(lengths[i] for i in b)
+        assert len(b) <= 4 and (len(b) == 1 or longest * len(b) <= 1024)
+        assert longest * len(b) - sum(lengths[i] for i in b) <= 0.25 * longest * len(b)  # at most a quarter is padding
+    assert [3000] in [[lengths[i] for i in b] for b in found]  # a row over the token cap goes alone

@@ -86,12 +86,9 @@ class PreferenceModel:
 
         pad = self.tokenizer.pad_token_id
         ends = [max((k for k, t in enumerate(row) if t != pad), default=0) for row in ids]
-        out = [0.0] * len(ids)
         with torch.inference_mode():
-            for part, _, states in engine.prefilled([row[: end + 1] for row, end in zip(ids, ends)], self.batch_size, head=False):
-                for i, value in zip(part, self.model.score(states).squeeze(-1).float().tolist()):
-                    out[i] = value
-        return out
+            states = engine.final_states([row[: end + 1] for row, end in zip(ids, ends)], self.batch_size)
+            return self.model.score(states).squeeze(-1).float().tolist()
 
     def _plain_rewards(self, ids: list[list[int]]) -> list[float]:
         """The model's own forward over right-padded batches, longest first."""

@@ -23,7 +23,8 @@ from collections import deque
 
 import torch
 
-MIN_PREFIX = 16  # shorter shared prefixes are not worth a separate prefill
+from caikit.backends.rows import MIN_PREFIX, common_prefix, groups, length_batches  # noqa: F401 (MIN_PREFIX, common_prefix: part of this module's face)
+
 SHORT = 16  # choice tokens: rows ending in at most this many wanted tokens are scored as a prompt's choices
 
 
@@ -159,9 +160,13 @@ class Engine:
         keys = torch.arange(width, device=self.device)
         # the token at column q of row b sees key column c when c <= q and c holds one of b's tokens
         mask = (keys <= columns.unsqueeze(-1)) & (keys < ends.unsqueeze(-1))
+        if not max(starts) and self.model.config._attn_implementation == "sdpa":
+            # every row starts at column 0, where plain causal attention is that mask for every token
+            # read (a padding token's own output is never read): sdpa's causal kernel, without a mask
+            mask = None
         cache.aim(columns, width)
         last = None if every else (ends - first - 1).squeeze(1)
-        return cache, self.forward(ids, columns, self._mask(mask.unsqueeze(1)), cache, last, head)
+        return cache, self.forward(ids, columns, None if mask is None else self._mask(mask.unsqueeze(1)), cache, last, head)
 
     @torch.inference_mode()
     def score(self, prompts: list[list[int]], choices: list[list[list[int]]], batch: int) -> list[list[float]]:
@@ -199,6 +204,44 @@ class Engine:
             held = self.prefill(heads, head=False)[0] if heads else None
             cache, after = self.prefill([r[s:] for r, s in zip(mine, starts)], (held, owners, starts) if held else None, head=head)
             yield part, cache, after
+
+    @torch.inference_mode()
+    def final_states(self, rows: list[list[int]], batch: int, budget: int = 8192) -> torch.Tensor:
+        """The final hidden state after each row's last token [rows, hidden] (what a sequence-
+        classification head reads). Rows are taken in sorted order, at most 4 x `batch` rows and
+        `budget` tokens at a time; the beginnings neighbours share are prefilled once, and both those
+        beginnings and the rest go through the model `batch` at a time sorted by length, so that
+        little is padded."""
+        order = sorted(range(len(rows)), key=lambda i: rows[i])
+        out: list = [None] * len(rows)
+        at = 0
+        while at < len(order):
+            end, tokens = at, 0
+            while end < len(order) and end - at < 4 * batch and (end == at or tokens + len(rows[order[end]]) <= budget):
+                tokens += len(rows[order[end]])
+                end += 1
+            part = order[at:end]
+            mine = [rows[i] for i in part]
+            heads, owners, starts = groups(mine) if self.share_prefixes else ([], [0] * len(mine), [0] * len(mine))
+            held = self._prefilled_apart(heads, batch) if heads else None
+            for ks in length_batches([len(r) - s for r, s in zip(mine, starts)], batch):
+                prefix = (held, [owners[k] for k in ks], [starts[k] for k in ks]) if held else None
+                _, states = self.prefill([mine[k][starts[k] :] for k in ks], prefix, head=False)
+                for k, state in zip(ks, states):
+                    out[part[k]] = state
+            at = end
+        return torch.stack(out)
+
+    def _prefilled_apart(self, rows: list[list[int]], batch: int) -> Slots:
+        """`rows` prefilled `batch` at a time, sorted by length, into one Slots (slot i: row i)."""
+        held = Slots(self.model.config, len(rows), max(map(len, rows)), self.dtype, self.device)
+        for part in length_batches([len(r) for r in rows], batch):
+            cache, _ = self.prefill([rows[i] for i in part], head=False)
+            width = max(len(rows[i]) for i in part)
+            which = torch.tensor(part, device=self.device)
+            for mine, theirs in zip(held.keys + held.values, cache.keys + cache.values):
+                mine[which, :, :width] = theirs[: len(part), :, :width]
+        return held
 
     @torch.inference_mode()
     def prompt_logprobs(self, rows: list[list[int]], top: int, batch: int, wanted: list[int] | None = None) -> list[list]:
@@ -332,49 +375,7 @@ class Engine:
         return out
 
 
-def groups(rows: list[list[int]], longest: int = 256) -> tuple[list[list[int]], list[int], list[int]]:
-    """Split sorted rows into runs of neighbours whose shared beginning is prefilled once: (each run's
-    shared tokens, each row's run, each row's count of shared tokens; 0 for a row in no run). The
-    runs maximize the tokens saved, sum of shared x (size - 1), by dynamic programming over runs of at
-    most `longest` rows; a run must share at least MIN_PREFIX tokens."""
-    n = len(rows)
-    between = [common_prefix([rows[k], rows[k + 1]]) for k in range(n - 1)]
-    best, cut = [0] * (n + 1), [0] * (n + 1)  # best saving of rows[:j], and where its last run starts
-    for j in range(1, n + 1):
-        best[j], cut[j] = best[j - 1], j - 1
-        shared = len(rows[j - 1]) - 1
-        for i in range(j - 2, max(-1, j - 1 - longest), -1):  # the run rows[i:j]
-            shared = min(shared, between[i])
-            if shared < MIN_PREFIX:
-                break
-            if best[i] + shared * (j - 1 - i) > best[j]:
-                best[j], cut[j] = best[i] + shared * (j - 1 - i), i
-    heads: list[list[int]] = []
-    owners, starts = [0] * n, [0] * n
-    j = n
-    while j > 0:
-        i = cut[j]
-        if j - i > 1:
-            shared = min(between[i : j - 1])
-            heads.append(rows[i][:shared])
-            for k in range(i, j):
-                owners[k], starts[k] = len(heads) - 1, shared
-        j = i
-    return heads, owners, starts
-
-
 def likeliest(logp: torch.Tensor, top: int) -> list[dict[int, float]]:
     """Each row's `top` likeliest tokens of log-probs [rows, vocab], {id: logprob} from the top down."""
     values, which = logp.topk(top, dim=-1)
     return [dict(zip(w, v)) for w, v in zip(which.tolist(), values.tolist())]
-
-
-def common_prefix(rows: list[list[int]]) -> int:
-    """Length of the longest token prefix all rows share, leaving each row at least one token."""
-    first, n = rows[0], min(len(r) for r in rows) - 1
-    for r in rows[1:]:
-        k = 0
-        while k < n and r[k] == first[k]:
-            k += 1
-        n = k
-    return max(n, 0)
