@@ -192,28 +192,13 @@ class Engine:
             for k, (b, j, c) in enumerate(flat):
                 yield part[b], j, c, first[b], logp[k]
 
-    def prefilled(self, rows: list[list[int]], batch: int, head: bool = True):
+    def prefilled(self, rows: list[list[int]], batch: int, head: bool = True, budget: int = 8192):
         """Yields (indices of a batch of rows, their cache, the logits after each; without `head`, the
-        final hidden states there) for `batch` rows at a time, taken in sorted order so that rows
-        sharing a beginning meet in a batch, where that beginning is prefilled once."""
+        final hidden states there) for every row. Rows are taken in sorted order, at most 4 x `batch`
+        rows and `budget` tokens at a time: the beginnings neighbours share are prefilled once, then
+        both those beginnings and the rest go through the model at most `batch` rows at a time, by
+        length, so that little is padded (`length_batches`)."""
         order = sorted(range(len(rows)), key=lambda i: rows[i])
-        for at in range(0, len(order), batch):
-            part = order[at : at + batch]
-            mine = [rows[i] for i in part]
-            heads, owners, starts = groups(mine) if self.share_prefixes else ([], [], [0] * len(mine))
-            held = self.prefill(heads, head=False)[0] if heads else None
-            cache, after = self.prefill([r[s:] for r, s in zip(mine, starts)], (held, owners, starts) if held else None, head=head)
-            yield part, cache, after
-
-    @torch.inference_mode()
-    def final_states(self, rows: list[list[int]], batch: int, budget: int = 8192) -> torch.Tensor:
-        """The final hidden state after each row's last token [rows, hidden] (what a sequence-
-        classification head reads). Rows are taken in sorted order, at most 4 x `batch` rows and
-        `budget` tokens at a time; the beginnings neighbours share are prefilled once, and both those
-        beginnings and the rest go through the model `batch` at a time sorted by length, so that
-        little is padded."""
-        order = sorted(range(len(rows)), key=lambda i: rows[i])
-        out: list = [None] * len(rows)
         at = 0
         while at < len(order):
             end, tokens = at, 0
@@ -226,10 +211,18 @@ class Engine:
             held = self._prefilled_apart(heads, batch) if heads else None
             for ks in length_batches([len(r) - s for r, s in zip(mine, starts)], batch):
                 prefix = (held, [owners[k] for k in ks], [starts[k] for k in ks]) if held else None
-                _, states = self.prefill([mine[k][starts[k] :] for k in ks], prefix, head=False)
-                for k, state in zip(ks, states):
-                    out[part[k]] = state
+                cache, after = self.prefill([mine[k][starts[k] :] for k in ks], prefix, head=head)
+                yield [part[k] for k in ks], cache, after
             at = end
+
+    @torch.inference_mode()
+    def final_states(self, rows: list[list[int]], batch: int) -> torch.Tensor:
+        """The final hidden state after each row's last token [rows, hidden] (what a sequence-
+        classification head reads), batched as `prefilled` does."""
+        out: list = [None] * len(rows)
+        for part, _, states in self.prefilled(rows, batch, head=False):
+            for i, state in zip(part, states):
+                out[i] = state
         return torch.stack(out)
 
     def _prefilled_apart(self, rows: list[list[int]], batch: int) -> Slots:
