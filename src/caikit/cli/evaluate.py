@@ -53,9 +53,7 @@ def answer_shard(answers, generated: dict, sets: dict, xs, shard, output: Path) 
 
     if not generated:
         raise CaikitError("--shard splits the answering by --model models; with only --responses there is nothing to split")
-    for kind, records in list(sets.items()) + ([("xstest", xs)] if xs else []):
-        for name in generated:
-            answers(name, kind, records)
+    answers.prepare({**sets, **({"xstest": xs} if xs else {})})
     say(f"eval compare: shard {shard.index}/{shard.count} answered in {output}/responses; when every shard is done, "
         f"join each NAME.SET.*-of-{shard.count}.jsonl with caikit merge into NAME.SET.jsonl and rerun without --shard, with --resume")
 
