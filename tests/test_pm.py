@@ -196,3 +196,17 @@ def test_rewards_through_the_lean_engine_equal_the_models_own_forward(tiny_pm, m
     monkeypatch.setattr(decode.Engine, "forward", lambda self, *a, **k: torch.zeros(2, 8))
     fallback = PreferenceModel(tiny_pm, device="cpu", batch_size=3)  # an engine that computes something else is not used
     assert fallback._lean is None and max(abs(a - b) for a, b in zip(fallback.rewards(convs), plain)) < 1e-6
+
+
+def test_the_same_seed_trains_the_same_preference_model(tiny_model, tmp_path):
+    """The one-logit head is new weights: drawn from --seed, so two runs give the same PM."""
+    from safetensors.torch import load_file
+
+    data = write(tmp_path / "pairs.jsonl", toy_rows(8, soft=True))
+    heads = []
+    for run in ("a", "b"):
+        result = train("--data", str(data), "-o", str(tmp_path / run), "--base-model", str(tiny_model), "--max-steps", "1",
+                       "--eval-split", "0", "--seed", "3", "--device", "cpu", "-q")
+        assert result.exit_code == 0, result.stderr
+        heads.append(load_file(str(tmp_path / run / "model.safetensors"))["score.weight"])
+    assert torch.equal(heads[0], heads[1])

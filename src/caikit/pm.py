@@ -146,9 +146,10 @@ def split(dataset, options: PmOptions):
 
 def train(base, work: Path, dataset, held_out, options: PmOptions, quiet: bool):
     """TRL's RewardTrainer on soft labels, with a one-logit head on the base model; returns (trainer, model)."""
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, set_seed
     from trl import RewardConfig
 
+    set_seed(options.seed)  # the new head's weights are drawn here, before the Trainer seeds its own run
     model = base.load(AutoModelForSequenceClassification, num_labels=1)
     # The classification head reads the last non-pad token: without pad_token_id it reads a pad and
     # accuracy silently stalls near chance. Set it on the model and in the saved config.
