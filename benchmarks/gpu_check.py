@@ -129,7 +129,8 @@ def generation(model_dir: Path, device: str, prompts: int, tokens: int) -> list[
     convs = bench_prompts(prompts)
     params = SamplingParams(max_new_tokens=tokens, temperature=0.7, top_p=0.95, seed=0)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    hf_generate(backend, convs[:4], SamplingParams(max_new_tokens=4, temperature=0.7, seed=0), 4)  # warm-up (kernels, allocator)
+    warm = SamplingParams(max_new_tokens=4, temperature=0.7, seed=0)
+    hf_generate(backend, convs[:4], warm, 4), backend.generate(convs[:4], warm)  # warm-up (kernels, allocator)
     base, base_s = timed(lambda: (hf_generate(backend, convs, params, 64), sync())[0])
     backend.generated_tokens = 0
     _, mine_s = timed(lambda: (backend.generate(convs, params), sync()))

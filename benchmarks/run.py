@@ -62,7 +62,7 @@ def hf_generate(backend: TransformersBackend, conversations, params: SamplingPar
     tokens = 0
     torch.manual_seed(params.seed)
     for start in range(0, len(texts), batch):
-        inputs = tok(texts[start : start + batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        inputs = tok(texts[start : start + batch], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         sampling = dict(do_sample=True, temperature=params.temperature, top_p=params.top_p) if params.temperature else dict(do_sample=False)
         with torch.inference_mode():
             out = model.generate(**inputs, max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id, **sampling)
