@@ -7,6 +7,7 @@ import torch
 
 from caikit import models
 from caikit.backends import SamplingParams, decode, sampling
+from caikit.backends import rows as batching
 from caikit.backends.hf import TransformersBackend
 
 SYSTEM = {"role": "system", "content": "You are a careful assistant. Answer the question below in one short sentence. " * 3}
@@ -28,7 +29,7 @@ def test_lean_engine_gives_the_plain_loops_texts(engines, batch_size, shared):
     lean, plain = engines
     prompts = [[SYSTEM] + q for q in QUESTIONS] if shared else QUESTIONS
     if shared:
-        assert decode.common_prefix([lean.encode(p) for p in prompts]) >= decode.MIN_PREFIX
+        assert batching.common_prefix([lean.encode(p) for p in prompts]) >= batching.MIN_PREFIX
     lean.batch_size = plain.batch_size = batch_size
     for params in (SamplingParams(max_new_tokens=24, temperature=0),
                    SamplingParams(max_new_tokens=24, temperature=1.0, top_p=0.8, seed=1, n=2),
@@ -85,7 +86,7 @@ def test_lean_choice_scores_equal_the_plain_ones(engines):
     principles = [Comparison("p1", "Which response is kinder?"), Comparison("p2", "Which response is more honest?")]
     prompts = [judge.conversation(q, "Sure, here is how.", "I would rather not.", p)
                for q in QUESTIONS for p in principles] + ["A plain string prompt"]
-    heads, _, _ = decode.groups(sorted(lean.encode(p) for p in prompts))
+    heads, _, _ = batching.groups(sorted(lean.encode(p) for p in prompts))
     assert heads  # the two principles of a question share its beginning
     for batch_size in (1, 4, 32):
         lean.batch_size = plain.batch_size = batch_size
@@ -104,7 +105,7 @@ def test_lean_prompt_logprobs_equal_the_plain_ones(engines, batch_size):
     for q in QUESTIONS[:4]:
         ids = lean.encode([SYSTEM] + q)
         rows += [ids + lean.tokenizer(c, add_special_tokens=False)["input_ids"] for c in (" (A)", " (B)")]
-    assert decode.common_prefix(rows) >= decode.MIN_PREFIX
+    assert batching.common_prefix(rows) >= batching.MIN_PREFIX
     lean.batch_size = plain.batch_size = batch_size
     for top in (0, 3):
         ours, theirs = lean.prompt_logprobs(rows, top), plain.prompt_logprobs(rows, top)
@@ -124,10 +125,10 @@ def test_runs_sharing_a_beginning_are_chosen_to_save_the_most_tokens():
     system = list(range(100, 120))  # 20 tokens every row shares
     shot_a, shot_b = list(range(200, 300)), list(range(300, 400))
     rows = sorted([system + shot_a + [k] for k in range(3)] + [system + shot_b + [k, 9] for k in range(2)] + [[1, 2, 3]])
-    heads, owners, starts = decode.groups(rows)
+    heads, owners, starts = batching.groups(rows)
     assert [len(h) for h in heads] == [120, 120]  # two few-shot runs, not one run of the system prompt
     assert starts == [0, 120, 120, 120, 120, 120] and owners[1] == owners[3] != owners[4] == owners[5]
-    assert decode.groups([[1] * 40, [2] * 40]) == ([], [0, 0], [0, 0])
+    assert batching.groups([[1] * 40, [2] * 40]) == ([], [0, 0], [0, 0])
 
 
 def test_half_precision_models_run_on_the_lean_engine(tiny_model):

@@ -177,7 +177,7 @@ def test_long_pairs_keep_their_ends_and_still_teach(tiny_model, tmp_path):
 def test_rewards_through_the_lean_engine_equal_the_models_own_forward(tiny_pm, monkeypatch):
     """The PM scores on caikit's engine (a pair's shared prompt computed once) exactly what its own
     padded forward gives, including where that forward reads a row that ends in padding tokens."""
-    from caikit.backends import decode
+    from caikit.backends import decode, rows as batching
     from caikit.preference_model import PreferenceModel, encode
 
     scorer = PreferenceModel(tiny_pm, device="cpu", batch_size=3)
@@ -187,7 +187,7 @@ def test_rewards_through_the_lean_engine_equal_the_models_own_forward(tiny_pm, m
         row["prompt"][0]["content"] = "Some background first. " * 4 + row["prompt"][0]["content"]
     convs = [r["prompt"] + r[side] for r in rows for side in ("chosen", "rejected")] + [[{"role": "user", "content": "short"}]]
     ids = encode(scorer.tokenizer, convs, scorer.max_length)
-    assert decode.groups(sorted(ids))[0]  # the two responses of a pair share a beginning the engine computes once
+    assert batching.groups(sorted(ids))[0]  # the two responses of a pair share a beginning the engine computes once
     lean, plain = scorer.rewards(convs), scorer._plain_rewards(ids)
     assert max(abs(a - b) for a, b in zip(lean, plain)) < 1e-4 and len({round(x, 4) for x in lean}) > 3
     pad = scorer.tokenizer.pad_token_id

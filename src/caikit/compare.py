@@ -105,12 +105,13 @@ class Answers:
     def path(self, name: str, kind: str) -> Path:
         return self.dir / (f"{name}.{kind}.{self.shard.index}-of-{self.shard.count}.jsonl" if self.shard else f"{name}.{kind}.jsonl")
 
-    def prepare(self, sets: dict[str, list[dict]]) -> None:
-        """Answer every set with each generating model in one pass, its sets' prompts batched
-        together (8 + 8 + 8 prompts fill batches that 8 alone would leave half empty); each set's
-        answers still go to their own file, read back by __call__."""
+    def prepare(self, sets: dict[str, list[dict]], names: list[str] | None = None) -> None:
+        """Answer every set with each generating model (or those `names`) in one pass, its sets'
+        prompts batched together (8 + 8 + 8 prompts fill batches that 8 alone would leave half
+        empty); each set's answers still go to their own file, which __call__ reads."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        for name, (spec, params) in self.models.items():
+        for name in names or list(self.models):
+            spec, params = self.models[name]
             with ExitStack() as files:
                 outs, todo = {}, []
                 for kind, records in sets.items():
@@ -127,8 +128,6 @@ class Answers:
 
     def __call__(self, name: str, kind: str, records: list[dict]) -> dict[str, str]:
         """{prompt id: response text} of model `name` for the prompt set `kind`."""
-        if (name, kind) in self.prepared:
-            return {r["id"]: r["completion"][-1]["content"] for r in inputs.read_completions(str(self.path(name, kind)))}
         if name in self.given:
             missing = [r for r in records if r["id"] not in self.given[name]]
             if missing:
@@ -137,19 +136,9 @@ class Answers:
                     "(the prompt sets do not match)"
                 )
             return self.given[name]
-        spec, params = self.models[name]
-        self.dir.mkdir(parents=True, exist_ok=True)
-        records, mark = sharded(records, self.shard)
-        path = self.path(name, kind)
-        with JsonlWriter(str(path), resume=self.resume) as out:
-            todo = [r for r in records if r["id"] not in out.done]
-            if todo:
-                if spec not in self.backends:
-                    self.backends[spec] = self.build(spec)
-                with self.progress(f"{name}: answering {kind} prompts", len(todo)) as advance:
-                    for record in redteam.answer(todo, self.backends[spec], params, advance):
-                        out.write(mark(record))
-        return {r["id"]: r["completion"][-1]["content"] for r in inputs.read_completions(str(path))}
+        if (name, kind) not in self.prepared:
+            self.prepare({kind: records}, [name])
+        return {r["id"]: r["completion"][-1]["content"] for r in inputs.read_completions(str(self.path(name, kind)))}
 
 
 def read_sets(red_team: str | None, helpful: str | None, xstest: str | None, limit: int | None) -> tuple[dict, list | None]:

@@ -23,7 +23,7 @@ from collections import deque
 
 import torch
 
-from caikit.backends.rows import MIN_PREFIX, common_prefix, groups, length_batches  # noqa: F401 (MIN_PREFIX, common_prefix: part of this module's face)
+from caikit.backends.rows import groups, length_batches
 
 SHORT = 16  # choice tokens: rows ending in at most this many wanted tokens are scored as a prompt's choices
 
