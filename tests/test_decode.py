@@ -78,6 +78,28 @@ def test_the_sampler_draws_only_from_the_nucleus():
     assert greedy == logits.argmax(-1).tolist()
 
 
+def test_the_sampler_picks_what_one_sort_per_row_picks():
+    """Whichever top-k holds a row's nucleus (64, 2048 or the whole vocabulary), the token drawn is
+    the one a full sort of that row gives for the same uniform draw."""
+    torch.manual_seed(1)
+    scales = torch.tensor([0.02, 0.3, 1, 3, 8, 1, 0.05, 2])  # flat rows need more than 2048 tokens
+    logits = torch.randn(8, 6000) * scales.unsqueeze(1)
+    temperature = torch.full((8,), 0.7)
+    top_p = torch.tensor([0.95, 0.9, 0.95, 0.5, 0.99, 1.0, 0.3, 0.95])
+    for seed in range(5):
+        generators = [torch.Generator().manual_seed(100 * seed + k) for k in range(8)]
+        copies = [torch.Generator().manual_seed(100 * seed + k) for k in range(8)]
+        got = sampling.sample(logits, temperature, top_p, generators)
+        for k, row in enumerate((logits / 0.7).softmax(-1)):
+            u = torch.rand(1, generator=copies[k]).item()
+            values, order = (row, torch.arange(len(row))) if top_p[k] >= 1 else row.sort(descending=True)
+            if top_p[k] < 1:
+                values = values.masked_fill(values.cumsum(0) - values >= top_p[k], 0.0)
+            cumulative = values.cumsum(0)
+            j = int(torch.searchsorted(cumulative, u * cumulative[-1], right=True))
+            assert got[k] == int(order[j]), (seed, k)
+
+
 def test_lean_choice_scores_equal_the_plain_ones(engines):
     from caikit import judge
     from caikit.constitution import Comparison
