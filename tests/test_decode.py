@@ -39,6 +39,58 @@ def test_lean_engine_gives_the_plain_loops_texts(engines, batch_size, shared):
         assert len(set(texts)) > 1
 
 
+def test_kept_generations_are_continued_not_prefilled_again(tiny_model, monkeypatch):
+    """With `keep_prefixes`, a prompt that continues an earlier generation (a conversation's next
+    turn) copies that generation's keys and values: the same texts as the plain loop, and only the
+    new turn goes through prefill."""
+    loaded = models.load(str(tiny_model), device="cpu")
+    lean, plain = TransformersBackend(loaded, batch_size=3), TransformersBackend(loaded, engine="plain")
+    prefilled = []
+    real = decode.Engine.prefill
+
+    def counting(self, rows, *args, **kwargs):
+        prefilled.append(sum(map(len, rows)))
+        return real(self, rows, *args, **kwargs)
+
+    monkeypatch.setattr(decode.Engine, "prefill", counting)
+    greedy = SamplingParams(max_new_tokens=20, temperature=0)
+    lean.keep_prefixes()
+    first = lean.generate(QUESTIONS, greedy)
+    assert first == plain.generate(QUESTIONS, greedy)
+    turns = [q + [{"role": "assistant", "content": a}, {"role": "user", "content": "Say it again, shorter."}]
+             for q, a in zip(QUESTIONS, first)]
+    for params in (greedy, SamplingParams(max_new_tokens=20, temperature=1.0, top_p=0.9, seed=3)):
+        prefilled.clear()
+        assert lean.generate(turns, params) == plain.generate(turns, params)
+        whole = sum(len(lean.encode(t)) for t in turns)
+        asked = sum(len(lean.encode(q)) for q in QUESTIONS)  # (a random model's answers may tokenize otherwise when read back)
+        assert sum(prefilled) <= whole - asked, (prefilled, whole, asked)
+    lean.keep_prefixes(0)
+    prefilled.clear()
+    lean.generate(turns, greedy)
+    assert sum(prefilled) == whole  # none kept: every token prefilled (these prompts share no beginning)
+
+
+def test_kept_sequences_stay_within_their_budget_and_are_found_by_their_longest_beginning():
+    from caikit.backends.slots import Kept
+
+    def layers(n):  # one layer of keys and values, [kv_heads 1, n, head_dim 2] float32: 8 bytes a token each
+        return [torch.full((1, n, 2), float(n))], [torch.zeros(1, n, 2)]
+
+    kept = Kept(budget=16 * 120)  # 120 tokens
+    a, b = list(range(50)), list(range(40)) + [99] * 10
+    kept.add(a, *layers(50))
+    kept.add(b, *layers(50))
+    (keys, _), length = kept.find(list(range(45)) + [7])
+    assert length == 45 and keys[0][0, 0, 0] == 50  # a's beginning, extended past the last whole block
+    assert kept.find(a)[1] == 49  # a token is always left to prefill
+    assert kept.find([5] * 40) == (None, 0)
+    kept.add(list(range(1000, 1060)), *layers(60))  # over the budget: the least recently used (b) goes
+    assert kept.used <= kept.budget and kept.find(b + [1])[1] == 40  # only what b shares with a
+    assert kept.find(list(range(1000, 1060)))[1] == 59
+    assert len(kept.entries) == 2
+
+
 def test_lean_logits_equal_the_models_forward(engines):
     lean, _ = engines
     engine = lean._engine

@@ -149,6 +149,9 @@ def run(
         shots=shots,
         critique_tokens=critique_tokens,
     )
+    keep = getattr(backend, "keep_prefixes", None)  # each call continues the conversations of the one before
+    if keep:
+        keep()
     for chunk in batches(records, chunk_size):
         chains = []
         for record in chunk:
@@ -194,6 +197,8 @@ def run(
         for chain in chains:
             yield from _records(chain, backend, params, info, emit_round, keep_all)
         advance(len(chains))
+    if keep:
+        keep(0)
 
 
 def _records(chain: Chain, backend, params, info, emit_round, keep_all) -> Iterator[dict]:

@@ -23,7 +23,8 @@ from collections import deque
 
 import torch
 
-from caikit.backends.rows import groups, length_batches
+from caikit.backends.rows import MIN_PREFIX, groups, length_batches
+from caikit.backends.slots import Kept, Slots
 
 SHORT = 16  # choice tokens: rows ending in at most this many wanted tokens are scored as a prompt's choices
 
@@ -39,41 +40,6 @@ def returned_cache(output):
     return output.cache if hasattr(output, "cache") else output.past_key_values
 
 
-class Slots:
-    """Per-layer key/value buffers [slots, kv_heads, length, head_dim]. The sequences in use occupy
-    slots [0, used); before each forward `aim` says at which columns the batch rows' new tokens go
-    and how many columns attention reads; the attention layers then call `update`, which stores the
-    new keys/values and returns columns [0, width) of slots [0, batch) (views, not copies)."""
-
-    def __init__(self, config, slots: int, length: int, dtype, device):
-        heads = config.num_key_value_heads
-        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        self.keys = [torch.zeros(slots, heads, length, dim, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
-        self.values = [torch.zeros_like(k) for k in self.keys]
-        self.columns, self.width = None, 0
-
-    def aim(self, columns: torch.Tensor, width: int) -> None:
-        """columns: [batch, tokens], where each new token goes; width: columns attention reads."""
-        self.columns, self.width = columns, width
-
-    def update(self, key: torch.Tensor, value: torch.Tensor, layer: int, *args, **kwargs):
-        batch = len(self.columns)
-        rows = torch.arange(batch, device=key.device).unsqueeze(1)
-        keys, values = self.keys[layer], self.values[layer]
-        keys[rows, :, self.columns] = key.transpose(1, 2).to(keys.dtype)
-        values[rows, :, self.columns] = value.transpose(1, 2).to(values.dtype)
-        return keys[:batch, :, : self.width], values[:batch, :, : self.width]
-
-    def put(self, other: "Slots", first: int, width: int) -> None:
-        """Copy columns [0, width) of every slot of `other` into slots first, first + 1, ..."""
-        for mine, theirs in zip(self.keys + self.values, other.keys + other.values):
-            mine[first : first + len(theirs), :, :width] = theirs[:, :, :width]
-
-    def move(self, source: int, target: int, width: int) -> None:
-        for buffer in self.keys + self.values:
-            buffer[target, :, :width] = buffer[source, :, :width]
-
-
 class Engine:
     """Runs token rows through `model` (a causal LM from transformers) with `Slots`."""
 
@@ -83,6 +49,7 @@ class Engine:
         parameter = next(model.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
         self.share_prefixes = True  # (off only to measure what sharing saves)
+        self.kept: Kept | None = None  # sequences kept across calls (`keep`)
         layers = getattr(self.inner, "layers", None)  # (a model without them fails `agrees` and keeps the plain loop)
         self.cache_kwarg = cache_kwarg(layers[0].forward) if layers else "past_key_values"
 
@@ -148,16 +115,24 @@ class Engine:
                 every: bool = False, head: bool = True) -> tuple[Slots, torch.Tensor]:
         """Prefill `rows` into new `Slots`; returns them and the logits after each row (with `every`,
         after each of its tokens; without `head`, the hidden states there). With `prefix` = (slots, owners, starts), row b continues the first
-        starts[b] tokens held in slot owners[b], whose keys/values are copied, not recomputed."""
+        starts[b] tokens held in slot owners[b], whose keys/values are copied, not recomputed; or with
+        prefix = (sources, None, starts), those of sources[b], a (keys, values) pair of per-layer
+        [kv_heads, columns, head_dim] tensors (None for a row with no beginning held)."""
         starts = prefix[2] if prefix else [0] * len(rows)
         n = max(len(r) for r in rows)
         width = max(s + len(r) for s, r in zip(starts, rows))
         cache = Slots(self.model.config, len(rows), width + 1, self.dtype, self.device)  # + a column for padding
-        if prefix is not None and max(starts):
+        if not prefix or not max(starts):
+            pass
+        elif isinstance(prefix[0], Slots):
             held, owners = prefix[0], torch.tensor(prefix[1], device=self.device)
             copied = min(max(starts), held.keys[0].shape[2])  # (columns past a row's start are overwritten or masked)
             for mine, theirs in zip(cache.keys + cache.values, held.keys + held.values):
                 mine[:, :, :copied] = theirs[owners, :, :copied]
+        else:
+            for b, (source, start) in enumerate(zip(prefix[0], starts)):
+                for mine, theirs in zip(cache.keys + cache.values, source[0] + source[1] if start else []):
+                    mine[b, :, :start] = theirs[:, :start]
         ids = torch.tensor([r + [0] * (n - len(r)) for r in rows], device=self.device)
         first = torch.tensor(starts, device=self.device).unsqueeze(1)
         ends = first + torch.tensor([len(r) for r in rows], device=self.device).unsqueeze(1)
@@ -326,6 +301,34 @@ class Engine:
         return self.forward(tokens.unsqueeze(1), lengths.unsqueeze(1), self._mask(mask.view(len(tokens), 1, 1, width)), cache,
                             torch.zeros_like(lengths))
 
+    def _beginnings(self, rows: list[list[int]]) -> tuple[list, list[int]]:
+        """For sorted `rows`, what each continues without recomputing: (sources, starts), where row b's
+        first starts[b] tokens come from sources[b], a (keys, values) pair of per-layer tensors: kept
+        from an earlier call (`keep`), or a beginning it shares with its neighbours, prefilled once
+        here; (None, 0) for a row that starts from nothing."""
+        sources: list = [None] * len(rows)
+        starts = [0] * len(rows)
+        if self.kept is not None:
+            for b, row in enumerate(rows):
+                found, length = self.kept.find(row)
+                if length >= MIN_PREFIX:
+                    sources[b], starts[b] = found, length
+        apart = [b for b in range(len(rows)) if not starts[b]]
+        if self.share_prefixes and apart:
+            heads, owners, shared = groups([rows[b] for b in apart])
+            held = self.prefill(heads, head=False)[0] if heads else None
+            for b, owner, start in zip(apart, owners, shared):
+                if start:
+                    sources[b] = ([k[owner] for k in held.keys], [v[owner] for v in held.values])
+                    starts[b] = start
+        return sources, starts
+
+    def keep(self, budget: int) -> None:
+        """Keep the keys and values of the sequences `run` finishes, up to `budget` bytes, for later
+        prompts that continue them (0: keep none, and drop what is kept). Only for a model whose
+        weights do not change meanwhile."""
+        self.kept = Kept(budget) if budget > 0 else None
+
     @torch.inference_mode()
     def run(self, rows: list, slots: int, pick, done) -> list[list[int]]:
         """Generate for `rows` (each with `ids` and `params`), up to `slots` at a time, in sorted
@@ -333,11 +336,9 @@ class Engine:
         after that beginning is prefilled once. `pick(logits, indices)` gives the next token of each
         listed row; `done(index, tokens)` says whether a row has finished with these tokens."""
         order = sorted(range(len(rows)), key=lambda i: rows[i].ids)
-        heads, owners, starts = groups([rows[i].ids for i in order]) if self.share_prefixes else ([], [0] * len(rows), [0] * len(rows))
-        held = self.prefill(heads, head=False)[0] if heads else None
+        waiting = deque(zip(order, *self._beginnings([rows[i].ids for i in order])))
         length = max(len(r.ids) + r.params.max_new_tokens for r in rows)
         cache = Slots(self.model.config, min(slots, len(rows)), length, self.dtype, self.device)
-        waiting = deque(zip(order, owners, starts))
         out: list[list[int]] = [[] for _ in rows]
         where: list[int] = []  # the row in each used slot
         lengths = torch.zeros(cache.keys[0].shape[0], dtype=torch.long, device=self.device)
@@ -345,8 +346,8 @@ class Engine:
         while waiting or where:
             free = len(lengths) - len(where)
             if waiting and free >= min(len(waiting), max(1, len(lengths) // 4)):
-                new, owner, start = zip(*[waiting.popleft() for _ in range(min(free, len(waiting)))])
-                fresh, logits = self.prefill([rows[i].ids[s:] for i, s in zip(new, start)], (held, owner, start) if held else None)
+                new, source, start = zip(*[waiting.popleft() for _ in range(min(free, len(waiting)))])
+                fresh, logits = self.prefill([rows[i].ids[s:] for i, s in zip(new, start)], (source, None, start))
                 new = list(new)
                 first = len(where)
                 cache.put(fresh, first, fresh.keys[0].shape[2])
@@ -365,6 +366,10 @@ class Engine:
                 last[s] = token
                 if done(where[s], out[where[s]]):
                     finished.append(s)
+                    if self.kept is not None:  # its prompt and all but the last token, whose keys are not computed
+                        held = int(lengths[s])
+                        self.kept.add((rows[where[s]].ids + out[where[s]])[:held],
+                                      [k[s, :, :held].clone() for k in cache.keys], [v[s, :, :held].clone() for v in cache.values])
             for s in reversed(finished):  # the last used slot moves into the freed one
                 end = len(where) - 1
                 if s != end:

@@ -83,6 +83,14 @@ class TransformersBackend:
         if self._engine is not None:
             self._engine.share_prefixes = value
 
+    def keep_prefixes(self, budget: int = 2**30) -> None:
+        """Keep the keys and values of finished generations (up to `budget` bytes; 0 drops them) for
+        later prompts that continue them, as each round of `revise` continues the last: their
+        beginnings are copied instead of prefilled again. The lean engine only; the weights must not
+        change meanwhile."""
+        if self._engine is not None:
+            self._engine.keep(budget)
+
     @classmethod
     def load(
         cls,

@@ -45,7 +45,8 @@ class Backend(Protocol):
     model: str  # the model spec it was built from
     batch_size: int
     generated_tokens: int  # running count, for throughput reports
-    # optional: `details`, a dict added to every record's provenance (the openai backend's endpoint and scoring method)
+    # optional: `details`, a dict added to every record's provenance (the openai backend's endpoint and scoring method);
+    # `keep_prefixes(budget)`, keep finished generations for prompts that continue them (budget 0: stop)
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[str]: ...
 
