@@ -40,12 +40,16 @@ def setup_logging(quiet: bool, libraries: bool = True) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     if not libraries:
         return
-    import datasets
+    import sys
+
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    else:  # read when it is imported: most commands never need it, and importing it takes a second
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
 @contextmanager
