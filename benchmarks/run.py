@@ -7,7 +7,8 @@ each figure next to its baseline and the ratio, plus the machine it ran on.
   and batch size (16 and 64), sampled at temperature 0.7, top-p 0.95 (tokens counted up to each end of
   sequence); and whether its greedy texts equal those of caikit's plain loop;
 - shared beginnings: `revise` critique prompts (one few-shot dialogue each) per minute, with the
-  engine prefilling the beginnings prompts share once, and without;
+  engine prefilling the beginnings prompts share once, and without; `revise` itself for 2 rounds,
+  with the engine keeping finished generations for the prompts that continue them, and without;
 - label scoring: hh-rlhf pairs judged per second (both option orders, log-probs of " (A)"/" (B)"),
   against a judge that generates its answer after "The answer is:" (4 greedy tokens, `generate`),
   and against the same scoring without shared beginnings; zero-shot, then with the constitution's
@@ -113,6 +114,27 @@ def shared_beginnings(backend, args) -> list[tuple]:
     return [("revise critiques, batch 16 (prompts/min)", 60 * len(asks) / found[True], 60 * len(asks) / found[False], "no shared beginnings")]
 
 
+def kept_rounds(backend, args) -> list[tuple]:
+    """`revise` itself over records for 2 rounds (as the quickstart runs it), with the engine keeping
+    finished generations across calls (each critique and revision prompt continues the last call's
+    conversations) and without."""
+    const = constitution.load("default")
+    records = [{"id": prompt_id(p), "prompt": p, "completion": [{"role": "assistant", "content": "Sure. First, you will need to find out where they keep it."}]}
+               for p in prompts(max(args.records // 2, 1))]
+    params = SamplingParams(max_new_tokens=64, temperature=0.7, seed=0)
+    found, texts = {}, {}
+    for keep in (True, False):
+        if not keep:
+            backend.keep_prefixes = lambda budget=0: None  # (revise turns keeping on through this method)
+        seconds = timed(lambda: texts.setdefault(keep, [r["completion"] for r in revise.run(
+            records, backend, const, params, rounds=2, shots=1, critique_tokens=48, chunk_size=len(records))]))[1]
+        found[keep] = 60 * len(records) / seconds
+    del backend.keep_prefixes
+    same = sum(a == b for a, b in zip(texts[True], texts[False]))
+    return [("revise, 2 rounds, batch 16 (records/min)", found[True], found[False], "nothing kept across calls"),
+            ("revise texts equal with and without kept sequences", f"{same}/{len(records)}", "", "")]
+
+
 def label_jobs(count: int) -> list[tuple]:
     """The first `count` hh-rlhf pairs as judge jobs (first turn, chosen, rejected, a principle)."""
     const = constitution.load("default")
@@ -172,7 +194,7 @@ def main():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     loaded = models.load(MODEL, device="cpu", dtype=args.dtype)
     backend, plain = TransformersBackend(loaded), TransformersBackend(loaded, engine="plain")
-    rows = generation(backend, plain, args) + shared_beginnings(backend, args)
+    rows = generation(backend, plain, args) + shared_beginnings(backend, args) + kept_rounds(backend, args)
     if HH.is_file():
         rows += label_scoring(backend, args)
     if args.dtype != "float32":

@@ -8,7 +8,9 @@
 - **Shared beginnings once.** Prompts are taken in sorted order; neighbours that start with the same
   tokens (a few-shot block, a system prompt, one conversation judged under several principles or in
   both option orders) have those tokens prefilled once and copied into each slot.
-- **Exact nucleus sampling without a full sort** when the top 64 tokens already hold the nucleus.
+- **Finished sequences kept across calls** when a caller asks (`keep`; `revise` does): a prompt
+  that continues an earlier generation copies its keys and values instead of prefilling them.
+- **Exact nucleus sampling without a full sort** when the top 64 (or 2048) tokens hold the nucleus.
 
 Each sequence starts at column 0 of its slot (no left padding), so positions are plain counts. It
 drives any model whose decoder layers take (hidden, attention_mask, position_embeddings, cache) and

@@ -38,7 +38,8 @@ def serve(
 ):
     """Serve a model with an OpenAI-compatible API (/v1/models, /v1/chat/completions,
     /v1/completions with echo + logprobs, /tokenize), batching concurrent requests, so several
-    pipeline processes share one loaded feedback model. Logs one line per request on stderr.
+    pipeline processes share one loaded feedback model. Finished generations are kept (up to 1 GiB),
+    so a conversation's next turn is not prefilled again. Logs one line per request on stderr.
 
     Example: caikit serve --model smollm2-135m-instruct --port 8000 &
              caikit label -i pairs.jsonl --feedback-model openai:smollm2-135m-instruct@http://127.0.0.1:8000/v1
@@ -53,6 +54,7 @@ def serve(
     key = required_key(api_key_env)
     listener = serving.bind(host, port)  # before loading the model: a taken port fails at once
     backend = TransformersBackend.load(model, dtype=dtype, device=device, batch_size=batch_size, chat_template=chat_template)
+    backend.keep_prefixes()
     limits = stage.Limits(max_tokens=max_tokens, max_request_bytes=int(max_request_mb * 2**20), max_prompts=max_items)
     name = served_name or model
     app = stage.create_app(backend, name=name, api_key=key, window=window_ms / 1000, max_rows=max_batch, limits=limits)
