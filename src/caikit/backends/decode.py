@@ -124,14 +124,12 @@ class Engine:
         n = max(len(r) for r in rows)
         width = max(s + len(r) for s, r in zip(starts, rows))
         cache = Slots(self.model.config, len(rows), width + 1, self.dtype, self.device)  # + a column for padding
-        if not prefix or not max(starts):
-            pass
-        elif isinstance(prefix[0], Slots):
+        if prefix and max(starts) and isinstance(prefix[0], Slots):
             held, owners = prefix[0], torch.tensor(prefix[1], device=self.device)
             copied = min(max(starts), held.keys[0].shape[2])  # (columns past a row's start are overwritten or masked)
             for mine, theirs in zip(cache.keys + cache.values, held.keys + held.values):
                 mine[:, :, :copied] = theirs[owners, :, :copied]
-        else:
+        elif prefix and max(starts):
             for b, (source, start) in enumerate(zip(prefix[0], starts)):
                 for mine, theirs in zip(cache.keys + cache.values, source[0] + source[1] if start else []):
                     mine[b, :, :start] = theirs[:, :start]
