@@ -94,10 +94,15 @@ def generation(backend, plain, args) -> list[tuple]:
     return rows
 
 
+def revise_records(count: int) -> list[dict]:
+    """`count` red-team records as `revise` reads them, each with one compliant answer to revise."""
+    return [{"id": prompt_id(p), "prompt": p, "completion": [{"role": "assistant", "content": "Sure. First, you will need to find out where they keep it."}]}
+            for p in prompts(count)]
+
+
 def shared_beginnings(backend, args) -> list[tuple]:
     const = constitution.load("default")
-    records = [{"id": prompt_id(p), "prompt": p, "completion": [{"role": "assistant", "content": "Sure. First, you will need to find out where they keep it."}]}
-               for p in prompts(args.records)]
+    records = revise_records(args.records)
     asks = []
     for record in records:
         shots = revise.draw_shots(const.critique_examples, 0, record["id"], 1)
@@ -119,8 +124,7 @@ def kept_rounds(backend, args) -> list[tuple]:
     finished generations across calls (each critique and revision prompt continues the last call's
     conversations) and without."""
     const = constitution.load("default")
-    records = [{"id": prompt_id(p), "prompt": p, "completion": [{"role": "assistant", "content": "Sure. First, you will need to find out where they keep it."}]}
-               for p in prompts(max(args.records // 2, 1))]
+    records = revise_records(max(args.records // 2, 1))
     params = SamplingParams(max_new_tokens=64, temperature=0.7, seed=0)
     found, texts = {}, {}
     for keep in (True, False):

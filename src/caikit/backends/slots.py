@@ -4,6 +4,7 @@ finished sequences held across calls for prompts that continue them."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import NamedTuple
 
 import torch
 
@@ -43,6 +44,14 @@ class Slots:
             buffer[target, :, :width] = buffer[source, :, :width]
 
 
+class Entry(NamedTuple):
+    tokens: list[int]
+    keys: list[torch.Tensor]  # per layer, [kv_heads, len(tokens), head_dim]
+    values: list[torch.Tensor]
+    hashes: list[int]  # of its beginnings of whole blocks
+    size: int  # bytes
+
+
 class Kept:
     """Keys and values of finished sequences (their prompt and generated tokens), kept across calls
     for later prompts that begin the same way: in `revise` a revision prompt continues its critique
@@ -55,7 +64,7 @@ class Kept:
 
     def __init__(self, budget: int):
         self.budget, self.used, self.count = budget, 0, 0
-        self.entries: OrderedDict[int, tuple] = OrderedDict()  # id -> (tokens, keys, values, hashes, bytes)
+        self.entries: OrderedDict[int, Entry] = OrderedDict()  # by id, least recently used first
         self.index: dict[int, set[int]] = {}  # hash of a beginning of whole blocks -> ids of the entries holding it
 
     def _hashes(self, tokens: list[int], blocks: int) -> list[int]:
@@ -73,20 +82,20 @@ class Kept:
         while self.used + size > self.budget:
             self._drop(next(iter(self.entries)))
         hashes = self._hashes(tokens, len(tokens) // self.BLOCK)
-        self.entries[self.count] = (tokens, keys, values, hashes, size)
+        self.entries[self.count] = Entry(tokens, keys, values, hashes, size)
         for h in hashes:
             self.index.setdefault(h, set()).add(self.count)
         self.used += size
         self.count += 1
 
     def _drop(self, entry: int) -> None:
-        _, _, _, hashes, size = self.entries.pop(entry)
-        for h in hashes:
+        dropped = self.entries.pop(entry)
+        for h in dropped.hashes:
             holders = self.index[h]
             holders.discard(entry)
             if not holders:
                 del self.index[h]
-        self.used -= size
+        self.used -= dropped.size
 
     def find(self, tokens: list[int]) -> tuple[tuple[list, list] | None, int]:
         """The kept (keys, values) holding the longest beginning of `tokens`, and its length (at
@@ -98,7 +107,7 @@ class Kept:
             holders, length = self.index[h], (k + 1) * self.BLOCK
         best, longest = None, 0
         for entry in holders:  # (each agrees with `tokens` up to `length` unless hashes collide; a block more at most)
-            held = self.entries[entry][0]
+            held = self.entries[entry].tokens
             if held[:length] != tokens[:length]:
                 continue
             n, limit = length, min(len(held), len(tokens) - 1)
@@ -109,4 +118,4 @@ class Kept:
         if best is None:
             return None, 0
         self.entries.move_to_end(best)
-        return self.entries[best][1:3], longest
+        return (self.entries[best].keys, self.entries[best].values), longest
