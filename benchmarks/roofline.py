@@ -9,6 +9,11 @@ head over every token, plus attention's scores and weighted sums over the column
 The peak is the best of three large square float32 matmuls (torch.mm, this process's threads); the
 memory figure is the best read rate of a 256 MB tensor. Each timing is the best of `--repeats` runs,
 after one warm-up, so that one slow run (another process, a page fault) does not decide it.
+
+Under the batch-64 decode step, what bounds it: the same step's matrix products alone (every linear
+layer and the LM head on 64 rows, in the model's order, so their weights stream through the caches
+as in the step), with the rest of the step (attention, norms, rotary, cache writes) the difference;
+and the bytes the step must read (weights once, every cached key and value) at the measured rate.
 """
 
 from __future__ import annotations
@@ -80,6 +85,33 @@ def decode_step(engine, batch: int, context: int, repeats: int) -> tuple[float, 
     return seconds, batch * (linear_flops(config) + attention_flops(config, context + 1))
 
 
+def step_matmuls(engine, batch: int, repeats: int) -> float:
+    """Seconds of a decode step's matrix products alone: every linear layer of the model and its LM
+    head, in the model's order, on `batch` rows each (what the step would take if attention, norms
+    and the rest cost nothing; its weights stream through the caches as in the step)."""
+    layers = [m for m in engine.model.modules() if isinstance(m, torch.nn.Linear) and m is not engine.model.lm_head]
+    inputs = {m.in_features: torch.randn(batch, m.in_features, dtype=engine.dtype) for m in layers}
+    hidden = inputs.get(engine.model.config.hidden_size, torch.randn(batch, engine.model.config.hidden_size, dtype=engine.dtype))
+
+    def products():
+        for m in layers:
+            torch.nn.functional.linear(inputs[m.in_features], m.weight)
+        engine.head(hidden)
+
+    with torch.inference_mode():
+        return best_of(products, repeats)
+
+
+def step_bytes(engine, batch: int, context: int) -> tuple[int, int]:
+    """(bytes of weights, bytes of keys and values) one decode step reads: every linear layer's and
+    the LM head's weights once, and each sequence's `context` + 1 cached columns in every layer."""
+    config = engine.model.config
+    weights = sum(m.weight.numel() * m.weight.element_size() for m in engine.model.modules() if isinstance(m, torch.nn.Linear))
+    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    cached = 2 * config.num_hidden_layers * batch * config.num_key_value_heads * (context + 1) * dim * torch.finfo(engine.dtype).bits // 8
+    return weights, cached
+
+
 def prefill(engine, batch: int, tokens: int, repeats: int) -> tuple[float, float]:
     """(seconds, FLOPs) of prefilling `batch` rows of `tokens` tokens (logits after each row's last)."""
     config = engine.model.config
@@ -115,6 +147,13 @@ def roofline(engine, batch: int = 64, context: int = 96, repeats: int = 5) -> li
     ):
         achieved = flops / seconds / 1e9
         rows.append((name, f"{seconds * 1e3:.1f} ms, {flops / 1e9:.2f} GFLOP, {achieved:.1f} GFLOP/s = {achieved / peak:.0%} of peak"))
+        if len(rows) == 4:  # what bounds the first step: its products alone, and the bytes it must read
+            products, flops = step_matmuls(engine, batch, repeats), batch * linear_flops(engine.model.config)
+            weights, cached = step_bytes(engine, batch, context)
+            rows += [("  its matrix products alone (linear layers, LM head)",
+                      f"{products * 1e3:.1f} ms, {flops / products / 1e9 / peak:.0%} of peak; the rest of the step {(seconds - products) * 1e3:.1f} ms"),
+                     (f"  its reads: weights {weights / 1e6:.0f} MB, keys/values {cached / 1e6:.0f} MB",
+                      f"{(weights + cached) / bandwidth / 1e6:.1f} ms at {bandwidth:.1f} GB/s")]
     weight = engine.model.lm_head.weight
     flops = 2 * batch * weight.numel()
     for how, seconds in lm_head(engine, batch, repeats):
