@@ -91,7 +91,7 @@ def step_matmuls(engine, batch: int, repeats: int) -> float:
     and the rest cost nothing; its weights stream through the caches as in the step)."""
     layers = [m for m in engine.model.modules() if isinstance(m, torch.nn.Linear) and m is not engine.model.lm_head]
     inputs = {m.in_features: torch.randn(batch, m.in_features, dtype=engine.dtype) for m in layers}
-    hidden = inputs.get(engine.model.config.hidden_size, torch.randn(batch, engine.model.config.hidden_size, dtype=engine.dtype))
+    hidden = torch.randn(batch, engine.model.config.hidden_size, dtype=engine.dtype)
 
     def products():
         for m in layers:
@@ -133,6 +133,11 @@ def lm_head(engine, batch: int, repeats: int) -> list[tuple[str, float]]:
     return [("F.linear(x, W), as the model runs it", linear), ("the engine's head, (W x^T)^T", engines)]
 
 
+def achieved(name: str, seconds: float, flops: float, peak: float) -> tuple[str, str]:
+    rate = flops / seconds / 1e9
+    return name, f"{seconds * 1e3:.1f} ms, {flops / 1e9:.2f} GFLOP, {rate:.1f} GFLOP/s = {rate / peak:.0%} of peak"
+
+
 def roofline(engine, batch: int = 64, context: int = 96, repeats: int = 5) -> list[tuple[str, str]]:
     """(measure, figure) rows: the machine's ceilings, then the engine's steps against them."""
     peak, bandwidth = matmul_peak(repeats), read_bandwidth(repeats)
@@ -140,20 +145,17 @@ def roofline(engine, batch: int = 64, context: int = 96, repeats: int = 5) -> li
                         f"ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', 'unset')}"),
             ("float32 matmul peak (best of 1024^3 to 2048^3, torch.mm)", f"{peak:.1f} GFLOP/s"),
             ("memory read (256 MB sum)", f"{bandwidth:.1f} GB/s")]
-    for name, (seconds, flops) in (
-        (f"decode step, batch {batch}, {context} tokens held", decode_step(engine, batch, context, repeats)),
-        ("decode step, batch 16, same", decode_step(engine, 16, context, repeats)),
-        (f"prefill, 16 rows x {context} tokens", prefill(engine, 16, context, repeats)),
-    ):
-        achieved = flops / seconds / 1e9
-        rows.append((name, f"{seconds * 1e3:.1f} ms, {flops / 1e9:.2f} GFLOP, {achieved:.1f} GFLOP/s = {achieved / peak:.0%} of peak"))
-        if len(rows) == 4:  # what bounds the first step: its products alone, and the bytes it must read
-            products, flops = step_matmuls(engine, batch, repeats), batch * linear_flops(engine.model.config)
-            weights, cached = step_bytes(engine, batch, context)
-            rows += [("  its matrix products alone (linear layers, LM head)",
-                      f"{products * 1e3:.1f} ms, {flops / products / 1e9 / peak:.0%} of peak; the rest of the step {(seconds - products) * 1e3:.1f} ms"),
-                     (f"  its reads: weights {weights / 1e6:.0f} MB, keys/values {cached / 1e6:.0f} MB",
-                      f"{(weights + cached) / bandwidth / 1e6:.1f} ms at {bandwidth:.1f} GB/s")]
+    step = decode_step(engine, batch, context, repeats)
+    rows.append(achieved(f"decode step, batch {batch}, {context} tokens held", *step, peak))
+    # what bounds that step: its products alone, and the bytes it must read
+    products, linear = step_matmuls(engine, batch, repeats), batch * linear_flops(engine.model.config)
+    weights, cached = step_bytes(engine, batch, context)
+    rows += [("  its matrix products alone (linear layers, LM head)",
+              f"{products * 1e3:.1f} ms, {linear / products / 1e9 / peak:.0%} of peak; the rest of the step {(step[0] - products) * 1e3:.1f} ms"),
+             (f"  its reads: weights {weights / 1e6:.0f} MB, keys/values {cached / 1e6:.0f} MB",
+              f"{(weights + cached) / bandwidth / 1e6:.1f} ms at {bandwidth:.1f} GB/s")]
+    rows.append(achieved("decode step, batch 16, same", *decode_step(engine, 16, context, repeats), peak))
+    rows.append(achieved(f"prefill, 16 rows x {context} tokens", *prefill(engine, 16, context, repeats), peak))
     weight = engine.model.lm_head.weight
     flops = 2 * batch * weight.numel()
     for how, seconds in lm_head(engine, batch, repeats):
