@@ -81,6 +81,28 @@ def test_failed_conversion_leaves_nothing(tmp_path, monkeypatch, caikit_home):
     assert leftovers == []
 
 
+def test_a_gguf_file_is_parsed_once_while_converting(tmp_path):
+    """convert_gguf's transformers calls share one parse of the file and one name map, then gguf is as it was."""
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_tensor("token_embd.weight", np.arange(12, dtype=np.float32).reshape(3, 4))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with models.gguf_read_once():
+        first = gguf.GGUFReader(str(path))
+        assert gguf.GGUFReader(str(path)) is first and first.tensors[0].data.sum() == 66
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader, name_map)
+    assert gguf.GGUFReader(str(path)) is not gguf.GGUFReader(str(path))
+
+
 def test_missing_chat_template_fails_clearly_or_takes_a_file(tmp_path):
     bare = build_tiny_model(tmp_path / "bare", chat_template=None)
     with pytest.raises(CaikitError, match="has no chat template; pass one with --chat-template FILE"):
