@@ -37,15 +37,17 @@ def groups(rows: list[list[int]], longest: int = 256) -> tuple[list[list[int]], 
     return heads, owners, starts
 
 
-def length_batches(lengths: list[int], batch: int, tokens: int = 2048, waste: float = 0.25) -> list[list[int]]:
+def length_batches(lengths: list[int], batch: int, tokens: int = 2048, waste: float = 0.1, slack: int = 32) -> list[list[int]]:
     """Indices of rows grouped shortest first into batches of at most `batch` rows and, padded to
     their longest, at most `tokens` tokens (a row longer than that goes alone) of which at most a
-    `waste` share is padding."""
+    `waste` share, or `slack` tokens, is padding. (A tenth, not a quarter: the PM on 120 HHH pairs
+    forwards 22,372 tokens instead of 25,528, 8% faster; the slack because a forward call costs
+    about what 40 tokens do on a CPU, so short rows are better padded than split.)"""
     out: list[list[int]] = []
     real = 0
     for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
         padded = lengths[i] * (len(out[-1]) + 1) if out else 0
-        if out and len(out[-1]) < batch and padded <= tokens and padded - real - lengths[i] <= waste * padded:
+        if out and len(out[-1]) < batch and padded <= tokens and padded - real - lengths[i] <= max(waste * padded, slack):
             out[-1].append(i)
             real += lengths[i]
         else:
