@@ -162,12 +162,13 @@ def gguf_read_once():
     here, for the same output (its safetensors byte for byte)."""
     import gguf as package
 
-    saved = package.GGUFReader, package.get_tensor_name_map
-    package.GGUFReader, package.get_tensor_name_map = lru_cache(maxsize=None)(saved[0]), lru_cache(maxsize=None)(saved[1])
+    reader, name_map = package.GGUFReader, package.get_tensor_name_map
+    package.GGUFReader = lru_cache(maxsize=None)(reader)
+    package.get_tensor_name_map = lru_cache(maxsize=None)(name_map)
     try:
         yield
     finally:
-        package.GGUFReader, package.get_tensor_name_map = saved
+        package.GGUFReader, package.get_tensor_name_map = reader, name_map
 
 
 def _from_hub(repo_id: str) -> Path:
