@@ -22,4 +22,12 @@ def test_the_roofline_counts_what_a_step_reads_and_prints_every_row(tiny_backend
     rows = dict(roofline.roofline(engine, batch=3, context=5, repeats=1))
     assert torch.backends.cpu.get_cpu_capability() in rows["kernels"]
     assert any(name.startswith("  its matrix products alone") and "% of peak" in figure for name, figure in rows.items())
-    assert sum(name.startswith(("decode step", "prefill", "LM head")) for name in rows) == 5
+    measured = [figure for name, figure in rows.items() if name.startswith(("decode step", "prefill", "LM head"))]
+    assert len(measured) == 5 and all("of peak (one paired run)" in figure for figure in measured)
+    assert any(name.startswith("float32 matmul peak") and "over this run" in figure for name, figure in rows.items())
+
+
+def test_a_share_of_peak_is_the_median_of_its_pairs_with_their_range():
+    assert roofline.median([0.7, 0.5, 0.6]) == 0.6 and roofline.median([0.4, 0.8, 0.5, 0.6]) == 0.55
+    assert roofline.of_peak([0.52, 0.6, 0.71]) == "60% of peak (median of 3 paired runs, 52-71%)"
+    assert roofline.of_peak([0.6]) == "60% of peak (one paired run)"
