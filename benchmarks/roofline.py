@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 import torch
@@ -85,16 +86,11 @@ class Peak:
         return min(times), sorted(flops / t / 1e9 / rate for t, rate in zip(times, rates))
 
 
-def median(values: list[float]) -> float:
-    ordered, half = sorted(values), len(values) // 2
-    return ordered[half] if len(values) % 2 else (ordered[half - 1] + ordered[half]) / 2
-
-
 def of_peak(shares: list[float]) -> str:
     """'58% of peak (median of 7 paired runs, 52-63%)'."""
     if len(shares) == 1:
         return f"{shares[0]:.0%} of peak (one paired run)"
-    return f"{median(shares):.0%} of peak (median of {len(shares)} paired runs, {100 * min(shares):.0f}-{max(shares):.0%})"
+    return f"{statistics.median(shares):.0%} of peak (median of {len(shares)} paired runs, {100 * min(shares):.0f}-{max(shares):.0%})"
 
 
 def read_bandwidth(repeats: int, megabytes: int = 256) -> float:
