@@ -1,11 +1,13 @@
 """caikit's CPU engine beside plain transformers on the embedded model, measured in one run: one table,
 each figure next to its baseline and the ratio, plus the machine it ran on.
 
-    python benchmarks/run.py [--prompts 64] [--new-tokens 64] [--pairs 32] [--records 32]
+    python benchmarks/run.py [--prompts 64] [--new-tokens 64] [--repeats 3] [--pairs 32] [--records 32]
 
 - generation: tokens/s of caikit's lean engine against transformers' `generate` on the same prompts
   and batch size (16 and 64), sampled at temperature 0.7, top-p 0.95 (tokens counted up to each end of
-  sequence); and whether its greedy texts equal those of caikit's plain loop;
+  sequence), `--repeats` times each, alternated, as medians with the range of the ratio within each
+  pair (a virtual machine's speed moves by the minute); and whether its greedy texts equal those of
+  caikit's plain loop;
 - shared beginnings: `revise` critique prompts (one few-shot dialogue each) per minute, with the
   engine prefilling the beginnings prompts share once, and without; `revise` itself for 2 rounds,
   with the engine keeping finished generations for the prompts that continue them, and without;
@@ -24,6 +26,7 @@ import gzip
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -74,18 +77,38 @@ def hf_generate(backend: TransformersBackend, conversations, params: SamplingPar
 
 
 def generation(backend, plain, args) -> list[tuple]:
+    """Tokens/s of the lean engine and of `generate` at batch 16 and 64, each measured `args.repeats`
+    times, the two alternated (which goes first swaps each time) so that a slower minute of this
+    machine falls on both; medians, with the range of the ratio within each pair."""
     convs = prompts(args.prompts)
     params = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.7, top_p=0.95, seed=0)
     rows = []
     warm = SamplingParams(max_new_tokens=4, temperature=0.7, seed=0)
     hf_generate(backend, convs[:4], warm, 4), backend.generate(convs[:4], warm)  # first calls: lazy set-up, not throughput
+
+    def theirs(size: int) -> float:
+        tokens, seconds = timed(lambda: hf_generate(backend, convs, params, size))
+        return tokens / seconds
+
+    def mine() -> float:
+        backend.generated_tokens = 0
+        seconds = timed(lambda: backend.generate(convs, params))[1]
+        return backend.generated_tokens / seconds
+
     for size in (16, 64):
         backend.batch_size = size
-        base, base_s = timed(lambda: hf_generate(backend, convs, params, size))
-        backend.generated_tokens = 0
-        _, mine_s = timed(lambda: backend.generate(convs, params))
-        mine = backend.generated_tokens
-        rows.append((f"generate, batch {size} (tok/s)", mine / mine_s, base / base_s, "transformers generate"))
+        pairs = []
+        for repeat in range(args.repeats):
+            if repeat % 2:
+                lean = mine()
+                pairs.append((lean, theirs(size)))
+            else:
+                base = theirs(size)
+                pairs.append((mine(), base))
+        ratios = sorted(lean / base for lean, base in pairs)
+        spread = f"; per pair {ratios[0]:.2f}-{ratios[-1]:.2f}x, {len(pairs)} alternated pairs" if len(pairs) > 1 else ""
+        rows.append((f"generate, batch {size} (tok/s)", statistics.median(lean for lean, _ in pairs),
+                     statistics.median(base for _, base in pairs), f"transformers generate{spread}"))
     greedy = SamplingParams(max_new_tokens=args.new_tokens, temperature=0)
     backend.batch_size = plain.batch_size = 16
     some = convs[:32]
@@ -191,6 +214,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=64, help="prompts generated for (batch 16 and 64)")
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="alternated runs of the engine and of generate at each batch size")
     parser.add_argument("--records", type=int, default=32, help="revise records (critique prompts)")
     parser.add_argument("--pairs", type=int, default=32, help="hh-rlhf pairs judged")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="for caikit and baselines alike")
