@@ -100,11 +100,10 @@ def generation(backend, plain, args) -> list[tuple]:
         pairs = []
         for repeat in range(args.repeats):
             if repeat % 2:
-                lean = mine()
-                pairs.append((lean, theirs(size)))
+                lean, base = mine(), theirs(size)
             else:
-                base = theirs(size)
-                pairs.append((mine(), base))
+                base, lean = theirs(size), mine()
+            pairs.append((lean, base))
         ratios = sorted(lean / base for lean, base in pairs)
         spread = f"; per pair {ratios[0]:.2f}-{ratios[-1]:.2f}x, {len(pairs)} alternated pairs" if len(pairs) > 1 else ""
         rows.append((f"generate, batch {size} (tok/s)", statistics.median(lean for lean, _ in pairs),
